@@ -1,0 +1,46 @@
+# Every target sets itself up: a fresh machine needs only Python 3.11 and make.
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: help install run test lint fmt typecheck bench fuzz clean
+
+help: ## Show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the project with its dev extra
+
+run: $(STAMP) ## Serve the demo on http://127.0.0.1:8000 (sessions in sessions.sqlite3)
+	$(PY) -m uvicorn demo_app:app --host 127.0.0.1 --port 8000
+
+lint: $(STAMP) ## Ruff (lint and format check) and mypy strict
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+fmt: $(STAMP) ## Format and fix what ruff can
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+test: lint ## Lint, then the whole test suite with branch coverage (starts its own Redis)
+	$(PY) -m coverage erase
+	$(PY) -m coverage run -m pytest $(PYTEST_ARGS)
+	$(PY) -m coverage combine -q || true
+	$(PY) -m coverage report
+
+bench: $(STAMP) ## Benchmarks against the peers, in-process; writes bench/results.*
+	$(PY) -m bench
+
+fuzz: $(STAMP) ## Long property-based fuzzing of the cookie (>= 10,000 cases)
+	FUZZ_EXAMPLES=10000 $(PY) -m pytest tests/test_fuzz.py -p no:cacheprovider -q
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage*

@@ -1,0 +1,184 @@
+"""The session cookie: signing, reading the raw ``Cookie`` header, writing ``Set-Cookie``.
+
+The header is parsed here rather than through ``request.cookies``: Starlette's parser
+trims Unicode spaces and keeps the last duplicate, so a cookie named ``\\u00a0session``
+tossed in by a sibling subdomain would shadow the real one. Our rule: split on ``;``,
+trim only SP and HTAB, match the name byte for byte, and among several cookies of that
+name the first whose signature verifies wins.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import re
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+from .errors import ImproperlyConfigured
+
+__all__ = ["CookieSettings", "Signer", "cookie_values"]
+
+SameSite = Literal["lax", "strict", "none"]
+
+# RFC 6265 cookie-name = token (RFC 7230): visible ASCII minus separators.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+# Path and Domain attribute values: no ';' and no control characters.
+_ATTRIBUTE_VALUE = re.compile(r"[\x21-\x3a\x3c-\x7e]+\Z")
+
+#: Browsers keep cookies up to 4096 bytes (name, value and attributes).
+BROWSER_COOKIE_LIMIT = 4096
+
+_EPOCH = "expires=Thu, 01 Jan 1970 00:00:00 GMT"
+
+
+def _b64(digest: bytes) -> bytes:
+    return base64.urlsafe_b64encode(digest).rstrip(b"=")
+
+
+class Signer:
+    """HMAC-SHA256 signatures; the first secret signs, every secret verifies (rotation).
+
+    Each secret is first turned into a purpose-bound key (HMAC of ``salt``), so a value the
+    app signs elsewhere with the same secret can never pass as a session cookie.
+    """
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, secret_keys: Sequence[str], salt: str) -> None:
+        if not secret_keys or any(not isinstance(s, str) or not s for s in secret_keys):
+            raise ImproperlyConfigured(
+                "secret_key must be a non-empty string or a non-empty list of non-empty "
+                "strings; generate one with: python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'"
+            )
+        self._keys = tuple(hmac.digest(s.encode(), salt.encode(), "sha256") for s in secret_keys)
+
+    def derive(self, purpose: bytes) -> list[bytes]:
+        """One 32-byte key per secret for another ``purpose`` (first = current secret)."""
+        return [hmac.digest(key, purpose, "sha256") for key in self._keys]
+
+    def signature(self, payload: bytes) -> bytes:
+        """The signature of ``payload`` with the first (current) secret."""
+        return _b64(hmac.digest(self._keys[0], payload, "sha256"))
+
+    def sign(self, value: str) -> str:
+        """``value.signature``."""
+        return f"{value}.{self.signature(value.encode()).decode()}"
+
+    def unsign(self, signed: str, *, max_length: int = BROWSER_COOKIE_LIMIT) -> str | None:
+        """The value if its signature verifies under any secret, else ``None``."""
+        if len(signed) > max_length:
+            # Refuse before hashing: a cookie bomb must not cost an HMAC.
+            return None
+        raw = signed.encode("latin-1", "replace")
+        payload, dot, signature = raw.rpartition(b".")
+        if not dot:
+            return None
+        for key in self._keys:
+            if hmac.compare_digest(signature, _b64(hmac.digest(key, payload, "sha256"))):
+                return payload.decode("latin-1")
+        return None
+
+
+def cookie_values(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[str]:
+    """Every value sent for the cookie ``name``, in header order."""
+    values: list[str] = []
+    for header, raw in headers:
+        if header != b"cookie" or name not in raw:
+            continue
+        for pair in raw.split(b";"):
+            key, eq, value = pair.partition(b"=")
+            if eq and key.strip(b" \t") == name:
+                values.append(value.strip(b" \t").decode("latin-1"))
+    return values
+
+
+class CookieSettings:
+    """The session cookie's name and attributes, validated once at start-up."""
+
+    __slots__ = ("_attributes", "_delete_header", "name", "name_bytes", "secure")
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        path: str,
+        domain: str | None,
+        same_site: SameSite,
+        secure: bool,
+        partitioned: bool,
+    ) -> None:
+        if not isinstance(name, str) or not _TOKEN.match(name):
+            raise ImproperlyConfigured(
+                f"session_cookie {name!r} is not a valid cookie name: use letters, digits and "
+                "!#$%&'*+-.^_`|~ only (no spaces, ';', ',' or '=')."
+            )
+        if (
+            not isinstance(path, str)
+            or not path.startswith("/")
+            or not _ATTRIBUTE_VALUE.match(path)
+        ):
+            raise ImproperlyConfigured(
+                f"path {path!r} must start with '/' and contain no ';', spaces or "
+                "control characters."
+            )
+        if domain is not None and not _ATTRIBUTE_VALUE.match(domain):
+            raise ImproperlyConfigured(
+                f"domain {domain!r} must contain no ';', spaces or control characters."
+            )
+        same_site_value = same_site.lower() if isinstance(same_site, str) else same_site
+        if same_site_value not in ("lax", "strict", "none"):
+            raise ImproperlyConfigured(
+                f"same_site must be 'lax', 'strict' or 'none', not {same_site!r}."
+            )
+        if same_site_value == "none" and not secure:
+            raise ImproperlyConfigured(
+                "same_site='none' needs https_only=True: browsers drop SameSite=None cookies "
+                "that are not Secure."
+            )
+        if partitioned and not secure:
+            raise ImproperlyConfigured(
+                "partitioned=True needs https_only=True: browsers accept Partitioned cookies "
+                "only with Secure."
+            )
+        if name.startswith(("__Secure-", "__Host-")) and not secure:
+            raise ImproperlyConfigured(
+                f"A cookie named {name!r} must be Secure: set https_only=True "
+                "(browsers reject __Secure-/__Host- cookies without it)."
+            )
+        if name.startswith("__Host-") and (path != "/" or domain is not None):
+            raise ImproperlyConfigured(
+                f"A cookie named {name!r} must have path='/' and no domain "
+                "(browsers reject __Host- cookies otherwise)."
+            )
+        self.name = name
+        self.name_bytes = name.encode()
+        self.secure = secure
+        # Attribute spelling follows Starlette's SessionMiddleware, so code and tests written
+        # against it keep matching.
+        attributes = f"path={path}"
+        flags = f"; httponly; samesite={same_site_value}"
+        if secure:
+            flags += "; secure"
+        if domain is not None:
+            flags += f"; domain={domain}"
+        if partitioned:
+            flags += "; partitioned"
+        self._attributes = (attributes, flags)
+        self._delete_header = f'{name}=""; {attributes}; Max-Age=0; {_EPOCH}{flags}'
+
+    def set_header(self, value: str, max_age: int | None) -> str:
+        """The ``Set-Cookie`` value storing ``value`` (``max_age=None``: browser-session)."""
+        path, flags = self._attributes
+        if max_age is None:
+            return f"{self.name}={value}; {path}{flags}"
+        return f"{self.name}={value}; {path}; Max-Age={max_age}{flags}"
+
+    def delete_header(self) -> str:
+        """The ``Set-Cookie`` value that removes the cookie (same Path and Domain)."""
+        return self._delete_header
+
+    def overhead(self, max_age: int | None) -> int:
+        """Bytes a cookie header adds around its value (for the 4096-byte limit)."""
+        return len(self.set_header("", max_age).encode())

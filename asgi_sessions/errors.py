@@ -1,0 +1,87 @@
+"""Exceptions raised by asgi_sessions.
+
+The tree::
+
+    SessionError
+    ├── SessionNotLoaded (RuntimeError)     data touched before ``await request.state.session``
+    ├── ImproperlyConfigured (ValueError)   a bad option or URL, raised at start-up
+    ├── SessionStoreError                   the store failed (Redis down, disk full, ...)
+    ├── SessionInterrupted                  the record was deleted by a concurrent request
+    ├── SessionTooLarge                     a cookie would pass the browser's 4096-byte limit
+    ├── StoreCapabilityError                the store cannot do this (e.g. revoke a cookie)
+    └── KeyCollision                        a new key already exists (stores retry with another)
+
+    MissingDependency (ImportError)         an optional extra is not installed
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ImproperlyConfigured",
+    "KeyCollision",
+    "MissingDependency",
+    "SessionError",
+    "SessionInterrupted",
+    "SessionNotLoaded",
+    "SessionStoreError",
+    "SessionTooLarge",
+    "StoreCapabilityError",
+]
+
+
+class SessionError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class SessionNotLoaded(SessionError, RuntimeError):
+    """The session's data was used before the session was loaded."""
+
+    def __init__(self, operation: str = "access") -> None:
+        super().__init__(
+            f"The session is not loaded yet, so {operation} is not possible. "
+            "Load it first with `session = await request.state.session` "
+            "(or `Depends(get_session)` in FastAPI, or `autoload=True` on the middleware)."
+        )
+
+
+class ImproperlyConfigured(SessionError, ValueError):
+    """An option, URL or cookie setting cannot work; raised when the app starts."""
+
+
+class SessionStoreError(SessionError):
+    """The store could not load, save or delete a session.
+
+    The request that needed the session fails (a 5xx); the user's cookie is left alone so
+    the session is still there when the store comes back.
+    """
+
+
+class SessionInterrupted(SessionError):
+    """The session was deleted by another request (a logout, say) while this one ran."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The request's session was deleted before the request completed. "
+            "The user may have logged out in a concurrent request, for example."
+        )
+
+
+class SessionTooLarge(SessionError):
+    """A cookie-held session grew past what a browser keeps (4096 bytes)."""
+
+
+class StoreCapabilityError(SessionError):
+    """The store cannot do what was asked (for example list a cookie store's sessions)."""
+
+
+class KeyCollision(SessionError):
+    """A store was asked to create a record under a key that already exists."""
+
+
+class MissingDependency(ImportError):
+    """An optional dependency is missing; the message is the command that installs it."""
+
+    def __init__(self, extra: str, module: str) -> None:
+        super().__init__(
+            f"{module!r} is not installed. Install it with: pip install 'asgi-sessions[{extra}]'"
+        )

@@ -1,0 +1,50 @@
+"""Serializers turn one top-level session value into text and back.
+
+Each top-level key is encoded on its own, so that a store can write only the keys that
+changed. JSON is the default; pickle is never used (whoever can write to the store could
+run code).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["JSONSerializer", "Serializer"]
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """Encodes one session value to ``str`` and decodes it back."""
+
+    def dumps(self, value: Any) -> str:
+        """Encode ``value``; raise ``TypeError`` or ``ValueError`` if it cannot be encoded."""
+        ...
+
+    def loads(self, data: str) -> Any:
+        """Decode what :meth:`dumps` produced."""
+        ...
+
+
+class JSONSerializer:
+    """Compact JSON: ``str``, numbers, ``bool``, ``None``, lists and dicts with ``str`` keys."""
+
+    __slots__ = ("_decoder", "_encoder")
+
+    def __init__(self) -> None:
+        # Pre-built coder objects skip json.dumps' per-call argument handling.
+        self._encoder = json.JSONEncoder(
+            separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=True
+        ).encode
+        self._decoder = json.JSONDecoder().decode
+
+    def dumps(self, value: Any) -> str:
+        """Encode ``value`` as compact JSON."""
+        return self._encoder(value)
+
+    def loads(self, data: str) -> Any:
+        """Decode JSON text."""
+        return self._decoder(data)
+
+    def __repr__(self) -> str:
+        return "JSONSerializer()"

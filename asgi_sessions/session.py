@@ -1,0 +1,540 @@
+"""Session: a lazily loaded, change-tracking ``dict`` bound to one request."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Generator, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from .cookies import CookieSettings, Signer, cookie_values
+from .errors import KeyCollision, SessionNotLoaded
+from .serializers import Serializer
+from .stores.base import SessionWrite, Store, StoredSession, hash_key, public_id_for
+
+__all__ = ["DEFAULT_MAX_AGE", "Session", "SessionConfig"]
+
+logger = logging.getLogger("asgi_sessions")
+
+#: Fourteen days, as in Django and Starlette.
+DEFAULT_MAX_AGE: Final = 14 * 24 * 60 * 60
+
+# 32 bytes from secrets: 256 bits, well past OWASP's 64 and ASVS 5's 128.
+_KEY_BYTES = 32
+_CREATE_ATTEMPTS = 5
+_MISSING: Any = object()
+
+
+@dataclass(slots=True, frozen=True)
+class SessionConfig:
+    """What every session of one middleware shares; built once at start-up."""
+
+    store: Store
+    signer: Signer
+    serializer: Serializer
+    cookie: CookieSettings
+    max_age: int | None
+    absolute_timeout: int | None = None
+
+
+def short_hash(session_key: str) -> str:
+    """A log-safe handle for a key: 12 hex characters of the stored hash."""
+    return hash_key(session_key)[:12]
+
+
+class Session(dict[str, Any]):
+    """A ``dict`` of the request's session data that knows what changed.
+
+    Await it (``session = await request.state.session``) before touching the data; it is
+    loaded from the store at most once. Only top-level changes are tracked: after mutating
+    a nested value in place, set ``session.modified = True``.
+    """
+
+    __slots__ = (
+        "_all_dirty",
+        "_changed",
+        "_config",
+        "_cookie_key",
+        "_created_at",
+        "_expiry",
+        "_headers",
+        "_key",
+        "_loaded",
+        "_loading",
+        "_meta_changed",
+        "_modified",
+        "_owner",
+        "_replace",
+        "_written",
+        "accessed",
+    )
+
+    def __init__(self, config: SessionConfig, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+        # No I/O and no cookie parsing here: a request that never awaits the session
+        # pays only for this constructor.
+        self._config = config
+        self._headers = headers
+        self._loaded = False
+        self._loading: asyncio.Future[None] | None = None
+        self._cookie_key: str | object | None = _MISSING
+        self._key: str | None = None
+        self.accessed = False
+        self._modified = False
+        self._changed: set[str] = set()
+        self._replace = False
+        self._all_dirty = False
+        self._meta_changed = False
+        self._written = False
+        self._created_at: float | None = None
+        self._expiry: str | None = None
+        self._owner: str | None = None
+
+    # -- loading -----------------------------------------------------------------------
+
+    def __await__(self) -> Generator[Any, None, Session]:
+        return self.load().__await__()
+
+    async def load(self) -> Session:
+        """Load the data from the store (once per request) and return this session."""
+        if self._loaded:
+            return self
+        if self._loading is not None:
+            await self._loading
+            return self
+        self._loading = loading = asyncio.get_running_loop().create_future()
+        try:
+            key = self._client_key()
+            record = await self._config.store.load(key) if key is not None else None
+            if record is not None:
+                self._adopt(key, record)  # type: ignore[arg-type]
+        except BaseException as exc:
+            self._loading = None
+            loading.set_exception(exc)
+            loading.exception()  # retrieved: concurrent waiters re-raise it, nobody logs it
+            raise
+        self._loaded = True
+        self.accessed = True
+        loading.set_result(None)
+        return self
+
+    def _client_key(self) -> str | None:
+        """The session key from the request's cookie, if its signature verifies."""
+        if self._cookie_key is _MISSING:
+            config = self._config
+            key = None
+            values = cookie_values(self._headers, config.cookie.name_bytes)
+            for value in values:
+                key = config.store.decode_cookie(value, config.signer)
+                if key is not None:
+                    break
+            if values and key is None:
+                logger.warning("Session cookie with a bad signature ignored; fresh session.")
+            self._cookie_key = key
+        return self._cookie_key  # type: ignore[return-value]
+
+    @property
+    def _had_cookie(self) -> bool:
+        return bool(cookie_values(self._headers, self._config.cookie.name_bytes))
+
+    def _adopt(self, key: str, record: StoredSession) -> None:
+        loads = self._config.serializer.loads
+        try:
+            data = record.decoded
+            if data is None:
+                data = {name: loads(value) for name, value in record.data.items()}
+        except ValueError:
+            # A record the serializer cannot read (the serializer changed, say): start afresh
+            # under a new key rather than merge into it.
+            logger.warning("Session %s could not be decoded; fresh session.", short_hash(key))
+            return
+        dict.update(self, data)
+        self._key = key
+        self._created_at = record.created_at
+        self._expiry = record.expiry
+        self._owner = record.owner
+
+    def _require_loaded(self, operation: str) -> None:
+        if not self._loaded:
+            raise SessionNotLoaded(operation)
+        self.accessed = True
+
+    # -- reading -----------------------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        if not self._loaded:
+            raise SessionNotLoaded(f"reading {key!r}")
+        self.accessed = True
+        return dict.__getitem__(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if not self._loaded:
+            raise SessionNotLoaded(f"reading {key!r}")
+        self.accessed = True
+        return dict.get(self, key, default)
+
+    def __contains__(self, key: object) -> bool:
+        if not self._loaded:
+            raise SessionNotLoaded(f"checking for {key!r}")
+        self.accessed = True
+        return dict.__contains__(self, key)
+
+    def __len__(self) -> int:
+        if not self._loaded:
+            raise SessionNotLoaded("len()")
+        self.accessed = True
+        return dict.__len__(self)
+
+    def __iter__(self) -> Iterator[str]:
+        if not self._loaded:
+            raise SessionNotLoaded("iteration")
+        self.accessed = True
+        return dict.__iter__(self)
+
+    def __reversed__(self) -> Iterator[str]:
+        self._require_loaded("iteration")
+        return dict.__reversed__(self)
+
+    def keys(self):  # type: ignore[no-untyped-def]  # dict_keys, as dict.keys
+        self._require_loaded("keys()")
+        return dict.keys(self)
+
+    def values(self):  # type: ignore[no-untyped-def]
+        self._require_loaded("values()")
+        return dict.values(self)
+
+    def items(self):  # type: ignore[no-untyped-def]
+        self._require_loaded("items()")
+        return dict.items(self)
+
+    def copy(self) -> dict[str, Any]:
+        """A plain ``dict`` copy of the data."""
+        self._require_loaded("copy()")
+        return dict(dict.items(self))
+
+    def __eq__(self, other: object) -> bool:
+        self._require_loaded("comparison")
+        return dict.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        self._require_loaded("comparison")
+        return dict.__ne__(self, other)
+
+    __hash__ = None
+
+    def __or__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
+        self._require_loaded("the | operator")
+        return dict(dict.items(self)) | other  # type: ignore[no-any-return]
+
+    def __ror__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
+        self._require_loaded("the | operator")
+        return other | dict(dict.items(self))  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        if not self._loaded:
+            return "<Session (not loaded)>"
+        return f"<Session {dict.__repr__(self)}>"
+
+    # -- writing -----------------------------------------------------------------------
+
+    def _mark(self, key: str) -> None:
+        self._changed.add(key)
+        self._modified = True
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not self._loaded:
+            raise SessionNotLoaded(f"setting {key!r}")
+        if not isinstance(key, str):
+            raise TypeError(f"Session keys must be str, not {type(key).__name__} ({key!r}).")
+        dict.__setitem__(self, key, value)
+        self._mark(key)
+
+    def __delitem__(self, key: str) -> None:
+        self._require_loaded(f"deleting {key!r}")
+        dict.__delitem__(self, key)
+        self._mark(key)
+
+    def pop(self, key: str, default: Any = _MISSING) -> Any:
+        """Remove ``key`` and return its value; marks the session modified only if it was there."""
+        self._require_loaded(f"pop({key!r})")
+        if dict.__contains__(self, key):
+            self._mark(key)
+            return dict.pop(self, key)
+        if default is _MISSING:
+            raise KeyError(key)
+        return default
+
+    def popitem(self) -> tuple[str, Any]:
+        """Remove and return the last inserted item."""
+        self._require_loaded("popitem()")
+        key, value = dict.popitem(self)
+        self._mark(key)
+        return key, value
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        """Return ``self[key]``, inserting ``default`` first if it is missing."""
+        self._require_loaded(f"setdefault({key!r})")
+        if dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        self[key] = default
+        return default
+
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
+        """As ``dict.update``; always marks the session modified."""
+        self._require_loaded("update()")
+        items = other.items() if isinstance(other, Mapping) else other
+        for key, value in items:
+            self[key] = value
+        for key, value in kwargs.items():
+            self[key] = value
+        self._modified = True
+
+    def __ior__(self, other: Any) -> Session:  # type: ignore[override]
+        self.update(other)
+        return self
+
+    def clear(self) -> None:
+        """Remove every key; the save replaces the whole stored record."""
+        self._require_loaded("clear()")
+        dict.clear(self)
+        self._changed.clear()
+        self._replace = True
+        self._modified = True
+
+    @property
+    def modified(self) -> bool:
+        """Whether the session will be saved. Set it to ``True`` after a nested mutation."""
+        return self._modified
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        self._modified = value
+        # Nested changes are invisible, so a forced save writes every key.
+        self._all_dirty = value
+
+    @property
+    def is_empty(self) -> bool:
+        """No stored record and no data (``True`` before the session is loaded)."""
+        return self._key is None and not dict.__len__(self)
+
+    @property
+    def session_key(self) -> str | None:
+        """The key in the cookie; ``None`` until the session is first saved."""
+        return self._key
+
+    @property
+    def public_id(self) -> str | None:
+        """The id under which ``store.list_sessions()`` shows this session."""
+        if self._key is None or self._config.store.keeps_data_in_cookie:
+            return None
+        return public_id_for(hash_key(self._key))
+
+    @property
+    def owner(self) -> str | None:
+        """The user id this session belongs to (for listing and revoking), or ``None``."""
+        self._require_loaded("reading the owner")
+        return self._owner
+
+    @owner.setter
+    def owner(self, user_id: str | None) -> None:
+        self._require_loaded("setting the owner")
+        if user_id is not None and not isinstance(user_id, str):
+            raise TypeError(f"owner must be a str user id, not {type(user_id).__name__}.")
+        if user_id != self._owner:
+            self._owner = user_id
+            self._meta_changed = True
+            self._modified = True
+
+    # -- expiry ------------------------------------------------------------------------
+
+    def set_expiry(self, value: int | timedelta | datetime | None) -> None:
+        """Set when the session expires.
+
+        ``int`` seconds or a ``timedelta`` of inactivity; an aware ``datetime``; ``0`` for
+        a cookie that ends when the browser closes; ``None`` for the middleware's default.
+        """
+        self._require_loaded("set_expiry()")
+        if value is None:
+            expiry = None
+        elif isinstance(value, bool):
+            raise TypeError("set_expiry() takes seconds, a timedelta, a datetime, 0 or None.")
+        elif isinstance(value, int):
+            expiry = f"s:{value}"
+        elif isinstance(value, timedelta):
+            expiry = f"a:{self._config.store.clock() + value.total_seconds()!r}"
+        elif isinstance(value, datetime):
+            if value.tzinfo is None:
+                raise ValueError(
+                    f"set_expiry() needs an aware datetime, not the naive {value!r}: "
+                    "use datetime.now(UTC) + timedelta(...)."
+                )
+            expiry = f"a:{value.timestamp()!r}"
+        else:
+            raise TypeError(
+                f"set_expiry() takes seconds, a timedelta, a datetime, 0 or None, "
+                f"not {type(value).__name__}."
+            )
+        self._expiry = expiry
+        self._meta_changed = True
+        self._modified = True
+
+    def _default_age(self) -> int:
+        max_age = self._config.max_age
+        return DEFAULT_MAX_AGE if max_age is None else max_age
+
+    def get_expiry_age(self) -> int:
+        """Seconds from now until the session expires."""
+        self._require_loaded("get_expiry_age()")
+        now = self._config.store.clock()
+        return round(self._expires_at(now) - now)
+
+    def get_expiry_date(self) -> datetime:
+        """When the session expires (aware, UTC)."""
+        self._require_loaded("get_expiry_date()")
+        return datetime.fromtimestamp(self._expires_at(self._config.store.clock()), UTC)
+
+    def get_expire_at_browser_close(self) -> bool:
+        """Whether the cookie ends with the browser session (no Max-Age)."""
+        self._require_loaded("get_expire_at_browser_close()")
+        if self._expiry is None:
+            return self._config.max_age is None
+        return self._expiry == "s:0"
+
+    def _expires_at(self, now: float) -> float:
+        expiry = self._expiry
+        if expiry is not None and expiry[0] == "a":
+            expires_at = float(expiry[2:])
+        else:
+            seconds = int(expiry[2:]) if expiry is not None else 0
+            expires_at = now + (seconds or self._default_age())
+        absolute = self._config.absolute_timeout
+        if absolute is not None:
+            created_at = self._created_at if self._created_at is not None else now
+            expires_at = min(expires_at, created_at + absolute)
+        return expires_at
+
+    def _cookie_max_age(self, now: float) -> int | None:
+        if self.get_expire_at_browser_close() and self._config.absolute_timeout is None:
+            return None
+        return round(self._expires_at(now) - now)
+
+    # -- persisting --------------------------------------------------------------------
+
+    def _pending(self) -> bool:
+        return bool(self._changed or self._replace or self._all_dirty or self._meta_changed)
+
+    def _encode(self, keys: Iterable[str]) -> tuple[dict[str, str], frozenset[str]]:
+        dumps = self._config.serializer.dumps
+        encoded: dict[str, str] = {}
+        deleted: list[str] = []
+        for key in keys:
+            if not dict.__contains__(self, key):
+                deleted.append(key)
+                continue
+            try:
+                encoded[key] = dumps(dict.__getitem__(self, key))
+            except (TypeError, ValueError) as exc:
+                raise TypeError(
+                    f"The session value under {key!r} cannot be stored: {exc}. Store only "
+                    "values the serializer accepts (for JSON: str, int, float, bool, None, "
+                    "and lists and dicts of them with str keys)."
+                ) from exc
+        return encoded, frozenset(deleted)
+
+    async def _write(self) -> None:
+        """Persist pending changes (create the record if it has no key yet)."""
+        store = self._config.store
+        now = store.clock()
+        create = self._key is None
+        everything = create or self._replace or self._all_dirty
+        # Encode before any I/O so an unencodable value leaves the store untouched.
+        values, deleted = self._encode(dict.keys(self) if everything else self._changed)
+        if create and self._created_at is None:
+            self._created_at = now
+        change = SessionWrite(
+            set=values,
+            deleted=deleted,
+            replace=create or self._replace,
+            create=create,
+            expires_at=self._expires_at(now),
+            created_at=self._created_at if self._created_at is not None else now,
+            updated_at=now,
+            expiry=self._expiry,
+            owner=self._owner,
+            full_data=self,
+        )
+        if create:
+            for attempt in range(_CREATE_ATTEMPTS):
+                try:
+                    self._key = await store.save(secrets.token_urlsafe(_KEY_BYTES), change)
+                    break
+                except KeyCollision:
+                    if attempt == _CREATE_ATTEMPTS - 1:
+                        raise
+        else:
+            self._key = await store.save(self._key, change)  # type: ignore[arg-type]
+        self._changed.clear()
+        self._replace = self._all_dirty = self._meta_changed = False
+        self._written = True
+
+    async def save(self) -> None:
+        """Write pending changes now (WebSocket handlers, background work).
+
+        An empty session is not stored: a new one is skipped, a stored one is deleted.
+        """
+        self._require_loaded("save()")
+        if not dict.__len__(self):
+            if self._key is not None:
+                await self._config.store.delete(self._key)
+                self._key = None
+            return
+        if self._key is None or self._pending():
+            await self._write()
+
+    async def cycle_key(self) -> None:
+        """Give the session a new key, keep its data, delete the old record (call at login)."""
+        await self.load()
+        old_key = self._key
+        self._key = None
+        if dict.__len__(self):
+            await self._write()
+        if old_key is not None:
+            await self._config.store.delete(old_key)
+        self._modified = True
+
+    async def flush(self) -> None:
+        """Clear the data, delete the record and remove the cookie (call at logout)."""
+        key = self._key if self._loaded else self._client_key()
+        dict.clear(self)
+        self._changed.clear()
+        self._replace = self._all_dirty = self._meta_changed = False
+        self._key = None
+        self._created_at = None
+        self._expiry = None
+        self._owner = None
+        self._loaded = self.accessed = self._modified = True
+        if key is not None:
+            await self._config.store.delete(key)
+
+    async def _finish(self, renew: bool) -> str | bool | None:
+        """Save at the end of a request.
+
+        Returns the ``Set-Cookie`` value to send, ``True`` to delete the cookie, or
+        ``None`` to leave it alone.
+        """
+        if not dict.__len__(self):
+            if self._key is not None:
+                await self._config.store.delete(self._key)
+                self._key = None
+                return self._had_cookie or None
+            return (self._modified and self._had_cookie) or None
+        if self._key is None or self._pending() or renew:
+            await self._write()
+        if not self._written and not (self._modified and self._key != self._client_key()):
+            return None
+        config = self._config
+        now = config.store.clock()
+        value = config.store.encode_cookie(self._key, config.signer)  # type: ignore[arg-type]
+        return config.cookie.set_header(value, self._cookie_max_age(now))

@@ -1,0 +1,83 @@
+"""Session stores, and :func:`store_from_url` to pick one from configuration."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from ..errors import ImproperlyConfigured
+from .base import OwnedSession, SessionRecord, SessionWrite, Store, StoredSession
+from .memory import MemoryStore
+
+if TYPE_CHECKING:
+    from .cookie import CookieStore
+    from .redis import RedisStore
+    from .sqlite import SQLiteStore
+
+__all__ = [
+    "CookieStore",
+    "MemoryStore",
+    "OwnedSession",
+    "RedisStore",
+    "SQLiteStore",
+    "SessionRecord",
+    "SessionWrite",
+    "Store",
+    "StoredSession",
+    "store_from_url",
+]
+
+_SCHEMES = "memory://, sqlite:///relative/path.sqlite3, sqlite:////absolute/path.sqlite3, "
+_SCHEMES += "redis://host:port/db, rediss://host:port/db, cookie://"
+
+
+def store_from_url(url: str, **options: Any) -> Store:
+    """Build a store from a URL such as ``sqlite:///sessions.sqlite3`` or ``redis://localhost``.
+
+    Extra keyword options go to the store's constructor.
+    """
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme == "memory":
+        return MemoryStore(**options)
+    if scheme == "sqlite":
+        from .sqlite import SQLiteStore
+
+        # As in SQLAlchemy: sqlite:///relative.db, sqlite:////absolute/path.db
+        path = url[len("sqlite:///") :] if url.lower().startswith("sqlite:///") else ""
+        if not path:
+            raise ImproperlyConfigured(
+                f"The SQLite URL {url!r} names no file. Use sqlite:///sessions.sqlite3 "
+                "(relative) or sqlite:////var/lib/app/sessions.sqlite3 (absolute)."
+            )
+        return SQLiteStore(path, **options)
+    if scheme in ("redis", "rediss"):
+        from .redis import RedisStore
+
+        if not urlsplit(url).hostname:
+            raise ImproperlyConfigured(
+                f"The Redis URL {url!r} names no host. Use redis://localhost:6379/0."
+            )
+        return RedisStore.from_url(url, **options)
+    if scheme == "cookie":
+        from .cookie import CookieStore
+
+        return CookieStore(**options)
+    raise ImproperlyConfigured(f"Unsupported session store URL {url!r}. Use one of: {_SCHEMES}.")
+
+
+def __getattr__(name: str) -> Any:
+    # Optional backends are imported on first use, so `import asgi_sessions` never needs
+    # redis or cryptography.
+    if name == "SQLiteStore":
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore
+    if name == "RedisStore":
+        from .redis import RedisStore
+
+        return RedisStore
+    if name == "CookieStore":
+        from .cookie import CookieStore
+
+        return CookieStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,261 @@
+"""The store boundary: one base class, and the records that cross it.
+
+A backend subclasses :class:`Store` and implements four hooks in terms of a *store id*
+(the SHA-256 of the session key, so a leaked database cannot be replayed as cookies):
+
+- :meth:`Store.read` returns the live record or ``None``;
+- :meth:`Store.write` applies one :class:`SessionWrite` atomically;
+- :meth:`Store.remove` deletes a record;
+- :meth:`Store.purge_expired` deletes expired records and counts them.
+
+The public methods (``load``, ``save``, ``delete``, ``get``, ``clear_expired``) hash the
+key and call the hooks; only a store that keeps data somewhere other than behind a key
+(the cookie store) overrides them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+from ..cookies import Signer
+from ..errors import StoreCapabilityError
+from ..serializers import JSONSerializer, Serializer
+
+__all__ = [
+    "Clock",
+    "OwnedSession",
+    "SessionRecord",
+    "SessionWrite",
+    "Store",
+    "StoredSession",
+    "hash_key",
+    "public_id_for",
+]
+
+# A key (43 characters) plus its signature (43) and the dot; anything longer is not ours.
+_MAX_KEY_COOKIE = 128
+
+Clock = Callable[[], float]
+"""Returns the current time in seconds since the epoch (``time.time`` by default)."""
+
+
+def hash_key(session_key: str) -> str:
+    """The id a server store keeps for ``session_key``: its SHA-256, in hex."""
+    return hashlib.sha256(session_key.encode()).hexdigest()
+
+
+def public_id_for(store_id: str) -> str:
+    """A short id for listing a session to its owner, derived from the store id, never the key."""
+    return hashlib.sha256(b"public:" + store_id.encode()).hexdigest()[:24]
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+@dataclass(slots=True)
+class StoredSession:
+    """One session as a store hands it back: data still encoded, one string per key."""
+
+    data: dict[str, str]
+    """Top-level key -> the serializer's text for its value."""
+    expires_at: float
+    """Seconds since the epoch after which the record is dead."""
+    created_at: float
+    updated_at: float
+    expiry: str | None = None
+    """The session's own ``set_expiry`` choice, opaque to stores."""
+    owner: str | None = None
+    """The user id the session is bound to (``session.owner``), or ``None``."""
+    decoded: dict[str, Any] | None = None
+    """Already decoded data, for stores that decode the whole session at once (the cookie
+    store); when set, ``data`` is ignored."""
+
+
+@dataclass(slots=True, frozen=True)
+class SessionWrite:
+    """Everything one save changes. A store applies it atomically or not at all."""
+
+    set: Mapping[str, str]
+    """Keys to write, already encoded."""
+    deleted: frozenset[str]
+    """Keys to remove."""
+    replace: bool
+    """Drop every stored key before applying ``set`` (``session.clear()``)."""
+    create: bool
+    """``True``: the record must not exist yet (raise ``KeyCollision`` if it does).
+    ``False``: it must exist (raise ``SessionInterrupted`` if it was deleted meanwhile)."""
+    expires_at: float
+    created_at: float
+    updated_at: float
+    expiry: str | None = None
+    owner: str | None = None
+    full_data: Mapping[str, Any] = field(default_factory=dict)
+    """The whole decoded session after the change, for stores that rewrite everything
+    (the cookie store); server stores ignore it."""
+
+
+@dataclass(slots=True, frozen=True)
+class SessionRecord:
+    """A session read outside a request, like Django's ``Session.objects.get(pk=...)``."""
+
+    session_key: str
+    expire_date: datetime
+    """When the record expires (aware, UTC)."""
+    created: datetime
+    owner: str | None
+    _data: Mapping[str, str]
+    _serializer: Serializer
+
+    def get_decoded(self) -> dict[str, Any]:
+        """The session's data as a plain dict."""
+        loads = self._serializer.loads
+        return {key: loads(value) for key, value in self._data.items()}
+
+
+@dataclass(slots=True, frozen=True)
+class OwnedSession:
+    """One live session of an owner, as listed for "your sessions" pages."""
+
+    public_id: str
+    created: datetime
+    last_saved: datetime
+    expire_date: datetime
+
+
+class Store:
+    """Base class of session stores. Subclasses implement the four hooks below."""
+
+    #: ``True`` when the data travels in the cookie itself (no server-side record).
+    keeps_data_in_cookie = False
+
+    def __init__(self, *, clock: Clock = time.time) -> None:
+        self.clock = clock
+
+    # -- hooks a backend implements -------------------------------------------------
+
+    async def read(self, store_id: str) -> StoredSession | None:
+        """Return the live record for ``store_id``, or ``None`` if missing or expired."""
+        raise NotImplementedError(f"{type(self).__name__} must implement read()")
+
+    async def write(self, store_id: str, change: SessionWrite) -> None:
+        """Apply ``change`` atomically (see :class:`SessionWrite` for the rules)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement write()")
+
+    async def remove(self, store_id: str) -> None:
+        """Delete the record; a missing record is not an error."""
+        raise NotImplementedError(f"{type(self).__name__} must implement remove()")
+
+    async def purge_expired(self) -> int:
+        """Delete expired records; return how many were deleted."""
+        raise NotImplementedError(f"{type(self).__name__} must implement purge_expired()")
+
+    # -- the cookie -----------------------------------------------------------------
+
+    def bind(self, signer: Signer) -> None:
+        """Called by the middleware with its signer; stores that sign data keep it."""
+
+    def decode_cookie(self, value: str, signer: Signer) -> str | None:
+        """The session key a cookie value carries, or ``None`` if its signature fails.
+
+        Runs before any I/O, so a forged cookie never costs a store lookup.
+        """
+        return signer.unsign(value, max_length=_MAX_KEY_COOKIE)
+
+    def encode_cookie(self, session_key: str, signer: Signer) -> str:
+        """The cookie value for ``session_key``."""
+        return signer.sign(session_key)
+
+    # -- what sessions and users call -----------------------------------------------
+
+    async def load(self, session_key: str) -> StoredSession | None:
+        """Load the live record for ``session_key``."""
+        return await self.read(hash_key(session_key))
+
+    async def save(self, session_key: str, change: SessionWrite) -> str:
+        """Persist ``change``; return the value the cookie must carry (the key itself)."""
+        await self.write(hash_key(session_key), change)
+        return session_key
+
+    async def delete(self, session_key: str) -> None:
+        """Delete the session stored under ``session_key``."""
+        await self.remove(hash_key(session_key))
+
+    async def get(
+        self, session_key: str, *, serializer: Serializer | None = None
+    ) -> SessionRecord | None:
+        """Read a session outside a request: ``None`` if it is missing or expired."""
+        stored = await self.load(session_key)
+        if stored is None:
+            return None
+        data = stored.data
+        if stored.decoded is not None:
+            data = {k: JSONSerializer().dumps(v) for k, v in stored.decoded.items()}
+        return SessionRecord(
+            session_key=session_key,
+            expire_date=_utc(stored.expires_at),
+            created=_utc(stored.created_at),
+            owner=stored.owner,
+            _data=data,
+            _serializer=serializer or JSONSerializer(),
+        )
+
+    async def clear_expired(self) -> int:
+        """Delete every expired session; return how many were removed."""
+        return await self.purge_expired()
+
+    # -- log out everywhere ---------------------------------------------------------
+
+    async def list_sessions(self, owner: str) -> list[OwnedSession]:
+        """The owner's live sessions, oldest first."""
+        raise self._no_owner_index()
+
+    async def revoke(self, owner: str, public_id: str) -> int:
+        """End one of the owner's sessions by its public id; return 1, or 0 if not found."""
+        raise self._no_owner_index()
+
+    async def revoke_all(self, owner: str, *, keep: str | None = None) -> int:
+        """End all of the owner's sessions except the one whose public id is ``keep``."""
+        raise self._no_owner_index()
+
+    def _no_owner_index(self) -> StoreCapabilityError:
+        return StoreCapabilityError(
+            f"{type(self).__name__} keeps no index of sessions by owner, so it cannot list or "
+            "revoke them. Use MemoryStore, SQLiteStore or RedisStore for that."
+        )
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Release connections. Safe to call twice."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # helpers for backends
+
+    @staticmethod
+    def owned(
+        store_id: str, created_at: float, updated_at: float, expires_at: float
+    ) -> OwnedSession:
+        """Build an :class:`OwnedSession` from stored figures."""
+        return OwnedSession(
+            public_id=public_id_for(store_id),
+            created=_utc(created_at),
+            last_saved=_utc(updated_at),
+            expire_date=_utc(expires_at),
+        )

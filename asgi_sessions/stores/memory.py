@@ -1,0 +1,131 @@
+"""MemoryStore: sessions in a dict, for tests and single-process development."""
+
+from __future__ import annotations
+
+import time
+
+from ..errors import ImproperlyConfigured, KeyCollision, SessionInterrupted
+from .base import Clock, OwnedSession, SessionWrite, Store, StoredSession, public_id_for
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(Store):
+    """Keeps sessions in this process's memory; bounded, oldest written evicted first.
+
+    Every hook runs without awaiting, so each one is atomic with respect to other tasks:
+    no lock is needed for concurrent requests. Data is lost when the process exits, and
+    other worker processes do not see it.
+    """
+
+    def __init__(self, *, max_entries: int = 10_000, clock: Clock = time.time) -> None:
+        super().__init__(clock=clock)
+        if max_entries < 1:
+            raise ImproperlyConfigured(f"max_entries must be at least 1, not {max_entries!r}.")
+        self.max_entries = max_entries
+        # Insertion order is write order: the first entry is the least recently written.
+        self._records: dict[str, StoredSession] = {}
+        self._by_owner: dict[str, set[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def _live(self, store_id: str) -> StoredSession | None:
+        record = self._records.get(store_id)
+        if record is not None and record.expires_at <= self.clock():
+            self._drop(store_id)
+            return None
+        return record
+
+    def _drop(self, store_id: str) -> None:
+        record = self._records.pop(store_id, None)
+        if record is not None and record.owner is not None:
+            owned = self._by_owner.get(record.owner)
+            if owned is not None:
+                owned.discard(store_id)
+                if not owned:
+                    del self._by_owner[record.owner]
+
+    async def read(self, store_id: str) -> StoredSession | None:
+        record = self._live(store_id)
+        if record is None:
+            return None
+        # A copy, so a caller mutating what it got cannot change what is stored.
+        return StoredSession(
+            data=dict(record.data),
+            expires_at=record.expires_at,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            expiry=record.expiry,
+            owner=record.owner,
+        )
+
+    async def write(self, store_id: str, change: SessionWrite) -> None:
+        current = self._live(store_id)
+        if change.create:
+            if current is not None:
+                raise KeyCollision(f"A session with store id {store_id[:12]}... already exists.")
+            data: dict[str, str] = {}
+            created_at = change.created_at
+        else:
+            if current is None:
+                raise SessionInterrupted()
+            data = {} if change.replace else current.data
+            created_at = current.created_at
+        for key in change.deleted:
+            data.pop(key, None)
+        data.update(change.set)
+        self._drop(store_id)
+        self._records[store_id] = StoredSession(
+            data=data,
+            expires_at=change.expires_at,
+            created_at=created_at,
+            updated_at=change.updated_at,
+            expiry=change.expiry,
+            owner=change.owner,
+        )
+        if change.owner is not None:
+            self._by_owner.setdefault(change.owner, set()).add(store_id)
+        while len(self._records) > self.max_entries:
+            self._drop(next(iter(self._records)))
+
+    async def remove(self, store_id: str) -> None:
+        self._drop(store_id)
+
+    async def purge_expired(self) -> int:
+        now = self.clock()
+        expired = [sid for sid, record in self._records.items() if record.expires_at <= now]
+        for store_id in expired:
+            self._drop(store_id)
+        return len(expired)
+
+    def _owned_live(self, owner: str) -> list[tuple[str, StoredSession]]:
+        live = []
+        for store_id in sorted(self._by_owner.get(owner, ())):
+            record = self._live(store_id)
+            if record is not None:
+                live.append((store_id, record))
+        return live
+
+    async def list_sessions(self, owner: str) -> list[OwnedSession]:
+        owned = self._owned_live(owner)
+        owned.sort(key=lambda item: (item[1].created_at, item[0]))
+        return [
+            self.owned(sid, rec.created_at, rec.updated_at, rec.expires_at) for sid, rec in owned
+        ]
+
+    async def revoke(self, owner: str, public_id: str) -> int:
+        for store_id, _ in self._owned_live(owner):
+            if public_id_for(store_id) == public_id:
+                self._drop(store_id)
+                return 1
+        return 0
+
+    async def revoke_all(self, owner: str, *, keep: str | None = None) -> int:
+        ended = 0
+        for store_id, _ in self._owned_live(owner):
+            if keep is not None and public_id_for(store_id) == keep:
+                continue
+            self._drop(store_id)
+            ended += 1
+        return ended

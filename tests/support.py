@@ -1,0 +1,114 @@
+"""Small helpers for tests: an app around one handler, an HTTP client, a store spy."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from asgi_sessions import Session, SessionMiddleware, Store
+
+SECRET = "test-secret-key-that-is-long-enough-000"
+
+Handler = Callable[[Session, Request], Awaitable[Any]]
+
+
+def app_with(store: Store, handlers: dict[str, Handler], **options: Any) -> Starlette:
+    """A Starlette app whose routes each await the session and call one handler.
+
+    A handler returns a Response, or anything JSON-able (sent as JSON); ``/untouched``
+    never touches the session.
+    """
+
+    def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def run(request: Request) -> Response:
+            session = await request.state.session
+            result = await handler(session, request)
+            if isinstance(result, Response):
+                return result
+            return JSONResponse(result)
+
+        return run
+
+    async def untouched(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    routes = [
+        Route(f"/{name}", endpoint(h), methods=["GET", "POST"]) for name, h in handlers.items()
+    ]
+    routes.append(Route("/untouched", untouched))
+    options.setdefault("secret_key", SECRET)
+    return Starlette(
+        routes=routes, middleware=[Middleware(SessionMiddleware, store=store, **options)]
+    )
+
+
+@asynccontextmanager
+async def client_for(
+    app: Any, *, raise_app_exceptions: bool = True
+) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+def cookie_value(response: httpx.Response, name: str = "session") -> str:
+    """The value the response's Set-Cookie gives to ``name``."""
+    header = response.headers["set-cookie"]
+    match = re.match(rf"{re.escape(name)}=([^;]*);", header)
+    assert match is not None, header
+    return match[1]
+
+
+def sent(value: str, name: str = "session") -> dict[str, str]:
+    """Request headers that send the cookie ``name=value`` (overriding the client's jar)."""
+    return {"cookie": f"{name}={value}"}
+
+
+class StoreSpy:
+    """Counts calls to a store's public operations, without changing what they do."""
+
+    def __init__(self, store: Store) -> None:
+        self.calls: Counter[str] = Counter()
+        for name in ("load", "save", "delete"):
+            original = getattr(store, name)
+
+            def counted(*args: Any, _original: Any = original, _name: str = name) -> Any:
+                self.calls[_name] += 1
+                return _original(*args)
+
+            setattr(store, name, counted)
+
+    @property
+    def writes(self) -> int:
+        return self.calls["save"] + self.calls["delete"]
+
+
+def make_config(store: Store, **options: Any) -> Any:
+    """The SessionConfig a middleware with these options would build."""
+    options.setdefault("secret_key", SECRET)
+    return SessionMiddleware(app=None, store=store, **options).config  # type: ignore[arg-type]
+
+
+async def saved_session(store: Store, data: dict[str, Any], **options: Any) -> tuple[Any, str]:
+    """Store ``data`` as a session; return (config, signed cookie value)."""
+    config = make_config(store, **options)
+    session = Session(config)
+    await session.load()
+    session.update(data)
+    await session.save()
+    assert session.session_key is not None
+    return config, config.signer.sign(session.session_key)
+
+
+def headers_with(cookie: str, name: str = "session") -> list[tuple[bytes, bytes]]:
+    return [(b"cookie", f"{name}={cookie}".encode())]
