@@ -10,7 +10,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 
 from .cookies import BROWSER_COOKIE_LIMIT, CookieSettings, SameSite, Signer
-from .errors import ImproperlyConfigured, SessionInterrupted, SessionTooLarge
+from .errors import ImproperlyConfigured, SessionInterrupted, SessionStoreError, SessionTooLarge
 from .serializers import JSONSerializer, Serializer
 from .session import DEFAULT_MAX_AGE, Session, SessionConfig
 from .stores.base import Store
@@ -134,7 +134,9 @@ class SessionMiddleware:
             nonlocal interrupted
             if interrupted:
                 return
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start" and (
+                session._loaded or self.save_every_request
+            ):
                 try:
                     await self._finish(session, message)
                 except SessionInterrupted:
@@ -171,7 +173,12 @@ class SessionMiddleware:
         if message["status"] >= 500:
             # As in Django: a failed request must not persist half its work.
             return
-        outcome = await session._finish(self.save_every_request)
+        try:
+            outcome = await session._finish(self.save_every_request)
+        except SessionStoreError as exc:
+            # The response fails (5xx) and the user's cookie is left as it was.
+            logger.error("Saving the session failed: %s", exc)
+            raise
         if outcome is None:
             return
         if outcome is True:

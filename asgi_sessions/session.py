@@ -8,12 +8,15 @@ import secrets
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .cookies import CookieSettings, Signer, cookie_values
-from .errors import KeyCollision, SessionNotLoaded
+from .errors import KeyCollision, SessionNotLoaded, SessionStoreError
 from .serializers import Serializer
 from .stores.base import SessionWrite, Store, StoredSession, hash_key, public_id_for
+
+if TYPE_CHECKING:
+    from _collections_abc import dict_items, dict_keys, dict_values
 
 __all__ = ["DEFAULT_MAX_AGE", "Session", "SessionConfig"]
 
@@ -105,12 +108,15 @@ class Session(dict[str, Any]):
             await self._loading
             return self
         self._loading = loading = asyncio.get_running_loop().create_future()
+        key = None
         try:
             key = self._client_key()
             record = await self._config.store.load(key) if key is not None else None
             if record is not None:
                 self._adopt(key, record)  # type: ignore[arg-type]
         except BaseException as exc:
+            if isinstance(exc, SessionStoreError):
+                logger.error("Loading session %s failed: %s", short_hash(key or ""), exc)
             self._loading = None
             loading.set_exception(exc)
             loading.exception()  # retrieved: concurrent waiters re-raise it, nobody logs it
@@ -197,15 +203,15 @@ class Session(dict[str, Any]):
         self._require_loaded("iteration")
         return dict.__reversed__(self)
 
-    def keys(self):  # type: ignore[no-untyped-def]  # dict_keys, as dict.keys
+    def keys(self) -> dict_keys[str, Any]:
         self._require_loaded("keys()")
         return dict.keys(self)
 
-    def values(self):  # type: ignore[no-untyped-def]
+    def values(self) -> dict_values[str, Any]:
         self._require_loaded("values()")
         return dict.values(self)
 
-    def items(self):  # type: ignore[no-untyped-def]
+    def items(self) -> dict_items[str, Any]:
         self._require_loaded("items()")
         return dict.items(self)
 
@@ -532,7 +538,7 @@ class Session(dict[str, Any]):
             return (self._modified and self._had_cookie) or None
         if self._key is None or self._pending() or renew:
             await self._write()
-        if not self._written and not (self._modified and self._key != self._client_key()):
+        if not self._written:
             return None
         config = self._config
         now = config.store.clock()

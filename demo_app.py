@@ -1,0 +1,354 @@
+"""A tour of asgi-sessions in one small Starlette app: ``make run``, then open http://127.0.0.1:8000.
+
+Every page shows the session panel, so you can watch what each click does to the session:
+a favourite colour and the "comment once" example from Django's docs, log in / log out with
+key cycling, the nested-mutation gotcha, and "your sessions" with revoke / log out
+everywhere else. Sessions live in SQLite (``DEMO_SESSIONS_DB``, default
+``sessions.sqlite3``), so they survive a server restart.
+
+Plain HTML forms, no JavaScript. Every value that comes from a user or the session goes
+through ``html.escape`` (``e()`` below) before it reaches the page.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from html import escape as e
+from urllib.parse import parse_qsl
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from asgi_sessions import Session, SessionMiddleware, SQLiteStore
+
+SECRET_KEY = os.environ.get("DEMO_SECRET_KEY", "demo-only-secret-change-me-in-production")
+store = SQLiteStore(os.environ.get("DEMO_SESSIONS_DB", "sessions.sqlite3"))
+
+# A key starting with "_" is reserved for integrations, so the token never clashes with app data.
+CSRF_KEY = "_csrf_token"
+CSRF_FAILED = "CSRF token missing or incorrect"
+MAX_FORM_BYTES = 16 * 1024
+
+STYLE = """
+body { font: 16px/1.5 system-ui, sans-serif; max-width: 46rem; margin: 2rem auto; padding: 0 1rem }
+nav a { margin-right: .8rem } form { display: inline-block; margin: .2rem .4rem .2rem 0 }
+table { border-collapse: collapse } td, th { border: 1px solid #ccc; padding: .2rem .5rem }
+.panel { background: #f4f4f8; border: 1px solid #ccd; padding: .5rem 1rem; margin-top: 2rem }
+.msg { background: #eef8ee; border-left: 4px solid #4a4; padding: .4rem .8rem }
+code { background: #eee; padding: 0 .2rem }
+"""
+
+
+def fingerprint(session_key: str | None) -> str:
+    """A short, safe-to-show handle for a key: never print a real session key."""
+    if session_key is None:
+        return "(none: not saved yet)"
+    return hashlib.sha256(session_key.encode()).hexdigest()[:8]
+
+
+def csrf_token(session: Session) -> str:
+    """This session's CSRF token, created on first use."""
+    token = session.get(CSRF_KEY)
+    if not isinstance(token, str):
+        token = session[CSRF_KEY] = secrets.token_urlsafe(32)
+    return token
+
+
+def form(session: Session, action: str, button: str, fields: str = "") -> str:
+    """A POST form carrying the CSRF token; ``fields`` must already be escaped HTML."""
+    return (
+        f'<form method="post" action="{e(action)}">{fields}'
+        f'<input type="hidden" name="csrf_token" value="{e(csrf_token(session))}">'
+        f"<button>{e(button)}</button></form>"
+    )
+
+
+def render(session: Session, title: str, body: str) -> HTMLResponse:
+    """The page layout around ``body`` (already escaped HTML), with the session panel."""
+    user = session.get("user")
+    colour = session.get("fav_color")
+    greeting = f"Logged in as <b>{e(user)}</b>." if user else "Not logged in."
+    if colour:
+        greeting += f" Your favourite colour is <b>{e(colour)}</b>."
+    rows = "".join(
+        f"<tr><td><code>{e(key)}</code></td><td><code>{e(json.dumps(value))}</code></td></tr>"
+        for key, value in session.items()
+    )
+    # The middleware saves after the view returns, so at render time `modified` is the best
+    # available hint of whether this request will write the session.
+    writes = "changes the session" if session.modified else "does not change the session"
+    expiry = session.get_expiry_date().strftime("%Y-%m-%d %H:%M:%S UTC")
+    panel = f"""<section class="panel" id="session-panel"><h2>Session</h2>
+<p>Key fingerprint: <code id="key-fingerprint">{e(fingerprint(session.session_key))}</code>
+&middot; expires {e(expiry)}</p>
+<p id="session-writes">This request {writes}.</p>
+<table id="session-data"><tr><th>key</th><th>value</th></tr>{rows}</table></section>"""
+    nav = " ".join(
+        f'<a href="{href}">{label}</a>'
+        for href, label in [
+            ("/", "Colour"),
+            ("/comment", "Comment"),
+            ("/login", "Log in / out"),
+            ("/cart", "Cart (nested mutation)"),
+            ("/sessions", "Your sessions"),
+        ]
+    )
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<link rel="icon" href="data:,">
+<title>{e(title)} - asgi-sessions demo</title><style>{STYLE}</style></head><body>
+<nav>{nav}</nav><p id="greeting">{greeting}</p><h1>{e(title)}</h1>{body}{panel}</body></html>"""
+    return HTMLResponse(page)
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The urlencoded form body (small forms only; avoids needing python-multipart)."""
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        return {}
+    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+PostView = Callable[[Request, Session, dict[str, str]], Awaitable[Response]]
+
+
+def post(view: PostView) -> Endpoint:
+    """Wrap a POST view: load the session, parse the form, refuse it without the CSRF token."""
+
+    async def endpoint(request: Request) -> Response:
+        session = await request.state.session
+        data = await read_form(request)
+        expected = session.get(CSRF_KEY)
+        given = data.get("csrf_token", "")
+        # Bytes, because compare_digest refuses non-ASCII str (a crafted token would 500).
+        if not isinstance(expected, str) or not hmac.compare_digest(
+            given.encode(), expected.encode()
+        ):
+            return PlainTextResponse(CSRF_FAILED, status_code=403)
+        return await view(request, session, data)
+
+    return endpoint
+
+
+def see_other(path: str) -> RedirectResponse:
+    # 303 after a POST, so a reload does not submit the form again.
+    return RedirectResponse(path, status_code=303)
+
+
+# -- favourite colour (Django's session docs example) -------------------------------------
+
+
+async def home(request: Request) -> Response:
+    session = await request.state.session
+    field = '<input name="fav_color" maxlength="40" placeholder="e.g. teal" required>'
+    body = (
+        "<p>Pick a favourite colour: it is kept in the session and shown on every page.</p>"
+        + form(session, "/colour", "Save colour", field)
+        + form(session, "/colour/clear", "Clear colour")
+    )
+    return render(session, "Favourite colour", body)
+
+
+async def set_colour(request: Request, session: Session, data: dict[str, str]) -> Response:
+    colour = data.get("fav_color", "").strip()[:40]
+    if colour:
+        session["fav_color"] = colour
+    return see_other("/")
+
+
+async def clear_colour(request: Request, session: Session, data: dict[str, str]) -> Response:
+    session.pop("fav_color", None)
+    return see_other("/")
+
+
+# -- comment once (Django's has_commented example) ----------------------------------------
+
+
+async def comment_page(request: Request) -> Response:
+    session = await request.state.session
+    field = '<input name="comment" maxlength="200" placeholder="Nice demo!" required>'
+    body = "<p>You may comment once per session.</p>" + form(session, "/comment", "Post", field)
+    return render(session, "Comment", body)
+
+
+async def post_comment(request: Request, session: Session, data: dict[str, str]) -> Response:
+    if session.get("has_commented", False):
+        message = "You've already commented."
+    else:
+        session["has_commented"] = True
+        message = f"Thanks for your comment: \u201c{data.get('comment', '')[:200]}\u201d"
+    return render(session, "Comment", f'<p class="msg" id="message">{e(message)}</p>')
+
+
+# -- log in / log out ----------------------------------------------------------------------
+
+
+async def login_page(request: Request) -> Response:
+    session = await request.state.session
+    if session.get("user"):
+        body = form(session, "/logout", "Log out")
+    else:
+        field = '<input name="username" maxlength="40" placeholder="username" required>'
+        body = "<p>No passwords: it is a demo.</p>" + form(session, "/login", "Log in", field)
+    return render(session, "Log in / out", body)
+
+
+async def login(request: Request, session: Session, data: dict[str, str]) -> Response:
+    username = data.get("username", "").strip()[:40]
+    if not username:
+        return see_other("/login")
+    before = fingerprint(session.session_key)
+    # A new key at login: a key planted before login (session fixation) is worth nothing.
+    await session.cycle_key()
+    session["user"] = username
+    session.owner = username  # lets "Your sessions" list and revoke it
+    after = fingerprint(session.session_key)
+    message = (
+        f"Welcome, {username}. Session key fingerprint before login: {before}, after: {after}."
+    )
+    return render(session, "Logged in", f'<p class="msg" id="message">{e(message)}</p>')
+
+
+async def logout(request: Request, session: Session, data: dict[str, str]) -> Response:
+    before = fingerprint(session.session_key)
+    # Deletes the record and the cookie. No forms on the answer, so no new session starts.
+    await session.flush()
+    message = f"Logged out. Session key fingerprint was {before}; there is no session now."
+    body = f'<p class="msg" id="message">{e(message)}</p><p><a href="/">Home</a></p>'
+    return render(session, "Logged out", body)
+
+
+# -- the nested-mutation gotcha ------------------------------------------------------------
+
+
+def cart_page_body(session: Session, note: str = "") -> str:
+    cart = session.get("cart", [])
+    note_html = f'<p class="msg" id="message">{e(note)}</p>' if note else ""
+    return (
+        f'{note_html}<p>Cart in this request: <code id="cart">{e(json.dumps(cart))}</code></p>'
+        '<p>Both buttons run <code>session["cart"].append(...)</code>: the list changes in '
+        "place, which the session cannot see. Only the second also sets "
+        "<code>session.modified = True</code>. Add with each, then "
+        '<a href="/cart" id="reload">reload this page</a>.</p>'
+        + form(session, "/cart/in-place", "Append in place (lost)")
+        + form(session, "/cart/modified", "Append + session.modified = True (kept)")
+        + form(session, "/cart/empty", "Empty the cart")
+    )
+
+
+async def cart(request: Request) -> Response:
+    session = await request.state.session
+    # The list must already be stored for the gotcha to show: a brand-new key is saved whole.
+    session.setdefault("cart", [])
+    return render(session, "Cart", cart_page_body(session))
+
+
+async def append_in_place(request: Request, session: Session, data: dict[str, str]) -> Response:
+    items = session.setdefault("cart", [])
+    items.append(f"item {len(items) + 1}")
+    note = "Appended in place, without session.modified = True: reload and it is gone."
+    return render(session, "Cart", cart_page_body(session, note))
+
+
+async def append_modified(request: Request, session: Session, data: dict[str, str]) -> Response:
+    items = session.setdefault("cart", [])
+    items.append(f"item {len(items) + 1}")
+    session.modified = True
+    note = "Appended and set session.modified = True: reload and it is still there."
+    return render(session, "Cart", cart_page_body(session, note))
+
+
+async def empty_cart(request: Request, session: Session, data: dict[str, str]) -> Response:
+    session["cart"] = []
+    return see_other("/cart")
+
+
+# -- your sessions: revoke one, or log out everywhere else --------------------------------
+
+
+def when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+async def sessions_page(request: Request) -> Response:
+    session = await request.state.session
+    user = session.get("user")
+    if not user:
+        body = '<p id="message">Log in to see your sessions: <a href="/login">log in</a>.</p>'
+        return render(session, "Your sessions", body)
+    rows = []
+    for owned in await store.list_sessions(user):
+        if owned.public_id == session.public_id:
+            action = "<b>this browser</b>"
+        else:
+            field = f'<input type="hidden" name="public_id" value="{e(owned.public_id)}">'
+            action = form(session, "/sessions/revoke", "Revoke", field)
+        rows.append(
+            f'<tr class="session-row"><td><code>{e(owned.public_id[:8])}</code></td>'
+            f"<td>{e(when(owned.created))}</td><td>{e(when(owned.last_saved))}</td>"
+            f"<td>{e(when(owned.expire_date))}</td><td>{action}</td></tr>"
+        )
+    body = (
+        '<table id="sessions"><tr><th>id</th><th>created</th><th>last saved</th>'
+        f"<th>expires</th><th></th></tr>{''.join(rows)}</table><p>"
+        + form(session, "/sessions/revoke-others", "Log out everywhere else")
+        + "</p>"
+    )
+    return render(session, "Your sessions", body)
+
+
+async def revoke(request: Request, session: Session, data: dict[str, str]) -> Response:
+    user = session.get("user")
+    # Never the current one from here: that is what "Log out" is for.
+    if user and data.get("public_id") != session.public_id:
+        await store.revoke(user, data.get("public_id", ""))
+    return see_other("/sessions")
+
+
+async def revoke_others(request: Request, session: Session, data: dict[str, str]) -> Response:
+    user = session.get("user")
+    if user:
+        await store.revoke_all(user, keep=session.public_id)
+    return see_other("/sessions")
+
+
+@asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    # We created the store, so we close it (the middleware closes only stores it made).
+    async with store:
+        yield
+
+
+routes = [
+    Route("/", home),
+    Route("/colour", post(set_colour), methods=["POST"]),
+    Route("/colour/clear", post(clear_colour), methods=["POST"]),
+    Route("/comment", comment_page),
+    Route("/comment", post(post_comment), methods=["POST"]),
+    Route("/login", login_page),
+    Route("/login", post(login), methods=["POST"]),
+    Route("/logout", post(logout), methods=["POST"]),
+    Route("/cart", cart),
+    Route("/cart/in-place", post(append_in_place), methods=["POST"]),
+    Route("/cart/modified", post(append_modified), methods=["POST"]),
+    Route("/cart/empty", post(empty_cart), methods=["POST"]),
+    Route("/sessions", sessions_page),
+    Route("/sessions/revoke", post(revoke), methods=["POST"]),
+    Route("/sessions/revoke-others", post(revoke_others), methods=["POST"]),
+]
+
+app = Starlette(
+    routes=routes,
+    middleware=[Middleware(SessionMiddleware, secret_key=SECRET_KEY, store=store)],
+    lifespan=lifespan,
+)
