@@ -6,12 +6,14 @@ Cookie value layout (all URL-safe ASCII)::
 
 ``kind`` is ``j`` (JSON), ``z`` (zlib-compressed JSON, used only when smaller) or ``e``
 (AES-GCM encrypted JSON). The signature covers everything before it and is checked
-before the body is decompressed, decrypted or decoded; the expiry is checked next, so a
-cookie kept past its time is refused even though a browser or an attacker still sends it.
+before the body is decompressed, decrypted or decoded; the times are checked next, so a
+cookie kept past its expiry (or issued in the future) is refused even though a browser
+or an attacker still sends it.
 
 Limits, by design: a cookie session cannot be revoked before it expires (logging out
 only deletes the browser's copy), and two concurrent requests cannot merge their
-changes: the last response's cookie wins.
+changes: the last response's cookie wins. Encrypted bodies are not compressed, so that
+the cookie's length says nothing about how well its contents compress.
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ import json
 import os
 import time
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..cookies import Signer
-from ..errors import MissingDependency
+from ..errors import ImproperlyConfigured, MissingDependency, StoreCapabilityError
 from .base import Clock, SessionWrite, Store, StoredSession
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = ["CookieStore"]
 
@@ -35,6 +40,17 @@ __all__ = ["CookieStore"]
 _MAX_DECODED = 64 * 1024
 _ENCRYPTION_PURPOSE = b"asgi_sessions.cookie-store.aes-gcm"
 _NONCE_BYTES = 12
+# Servers behind one load balancer disagree on the time by a little; a cookie issued
+# further in the future than this was not issued by a server with a sane clock.
+_CLOCK_SKEW = 60
+# Compression is for fitting big sessions under the 4096-byte limit. Below this size the
+# cookie is nowhere near it, and a zlib round trip would cost more than the few bytes saved.
+_MIN_COMPRESSIBLE = 512
+# Level 6 compresses short JSON within a few bytes of level 9, in less time.
+_ZLIB_LEVEL = 6
+
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_decode_json = json.JSONDecoder().decode
 
 
 def _b64encode(raw: bytes) -> str:
@@ -60,14 +76,18 @@ class CookieStore(Store):
         super().__init__(clock=clock)
         self.encrypt = encrypt
         self._signer: Signer | None = None
-        self._ciphers: list[Any] = []
+        self._ciphers: list[AESGCM] = []
+        self._invalid_tag: type[Exception] = Exception
         if encrypt:
             try:
+                from cryptography.exceptions import InvalidTag
                 from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: F401
             except ImportError:
                 raise MissingDependency("cookie-encryption", "cryptography") from None
+            self._invalid_tag = InvalidTag
 
     def bind(self, signer: Signer) -> None:
+        """Keep the middleware's signer; with ``encrypt=True`` derive one AES key per secret."""
         self._signer = signer
         if self.encrypt:
             from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -75,63 +95,75 @@ class CookieStore(Store):
             # One AES key per secret, derived for this purpose only; the first encrypts.
             self._ciphers = [AESGCM(key) for key in signer.derive(_ENCRYPTION_PURPOSE)]
 
-    def _bound(self) -> Signer:
-        if self._signer is None:
-            from ..errors import ImproperlyConfigured
-
-            raise ImproperlyConfigured(
-                "CookieStore signs with the middleware's secret_key: pass it to "
-                "SessionMiddleware(store=CookieStore(), secret_key=...) before use."
-            )
-        return self._signer
+    def __repr__(self) -> str:
+        return f"CookieStore(encrypt={self.encrypt!r})"
 
     # -- the cookie ------------------------------------------------------------------
 
     def decode_cookie(self, value: str, signer: Signer) -> str | None:
+        """The signed ``body.issued.expires`` if the signature holds and the times are live."""
         inner = signer.unsign(value)
-        if inner is None:
+        if inner is None or not self._live(inner):
             return None
+        return inner
+
+    def _live(self, key: str) -> bool:
         try:
-            _, _, expires = inner.rsplit(".", 2)
-            expired = int(expires, 16) <= self.clock()
+            _, issued, expires = key.rsplit(".", 2)
+            now = self.clock()
+            return int(issued, 16) <= now + _CLOCK_SKEW and int(expires, 16) > now
         except ValueError:
-            return None
-        return None if expired else inner
+            return False
 
     def encode_cookie(self, session_key: str, signer: Signer) -> str:
+        """Sign the whole ``body.issued.expires``."""
         return signer.sign(session_key)
 
     # -- loading and saving ----------------------------------------------------------
 
     async def load(self, session_key: str) -> StoredSession | None:
+        """Decode a verified cookie's data; ``None`` if it expired or cannot be read."""
+        if not self._live(session_key):
+            return None
         try:
             body, issued, expires = session_key.rsplit(".", 2)
-            document = json.loads(self._open(body))
-            expires_at = float(int(expires, 16))
+            document = _decode_json(self._open(body).decode())
             data = document["d"]
             meta = document["m"]
-            if not isinstance(data, dict):
+            if not isinstance(data, dict) or not isinstance(meta, dict):
+                return None
+            expiry, owner = meta.get("x"), meta.get("o")
+            if not isinstance(expiry, str | None) or not isinstance(owner, str | None):
                 return None
             return StoredSession(
                 data={},
                 decoded=data,
-                expires_at=expires_at,
+                expires_at=float(int(expires, 16)),
                 created_at=float(meta["c"]),
                 updated_at=float(int(issued, 16)),
-                expiry=meta.get("x"),
-                owner=meta.get("o"),
+                expiry=expiry,
+                owner=owner,
             )
-        except (ValueError, KeyError, TypeError, binascii.Error, zlib.error):
+        except (
+            ValueError,  # bad JSON, UTF-8, base64 padding, or a body over _MAX_DECODED
+            KeyError,
+            TypeError,
+            OverflowError,
+            RecursionError,  # deeply nested JSON
+            binascii.Error,
+            zlib.error,
+        ):
             # Signed by us but unreadable (an older format, say): a fresh session.
             return None
 
     async def save(self, session_key: str, change: SessionWrite) -> str:
+        """Return the new cookie payload ``body.issued.expires`` (the middleware signs it)."""
         document = {
             "d": dict(change.full_data),
             "m": {"c": change.created_at, "x": change.expiry, "o": change.owner},
         }
         try:
-            text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+            text = _encode_json(document)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"The session cannot be stored in a cookie: {exc}.") from exc
         body = self._seal(text.encode())
@@ -146,16 +178,29 @@ class CookieStore(Store):
         """Expired cookies are refused when read; there is nothing to purge."""
         return 0
 
+    def _no_owner_index(self) -> StoreCapabilityError:
+        return StoreCapabilityError(
+            "CookieStore keeps no server-side record of sessions, so it cannot list or revoke "
+            "them: a cookie stays valid until it expires. Use SQLiteStore, RedisStore or "
+            "MemoryStore for 'log out everywhere', or set a short max_age."
+        )
+
     # -- body encoding ---------------------------------------------------------------
 
     def _seal(self, raw: bytes) -> str:
         if self.encrypt:
-            self._bound()
+            if not self._ciphers:
+                raise ImproperlyConfigured(
+                    "CookieStore encrypts with a key derived from the middleware's "
+                    "secret_key: pass it as SessionMiddleware(store=CookieStore(encrypt=True), "
+                    "secret_key=...) before use."
+                )
             nonce = os.urandom(_NONCE_BYTES)
             return "e" + _b64encode(nonce + self._ciphers[0].encrypt(nonce, raw, None))
-        compressed = zlib.compress(raw, 9)
-        if len(compressed) < len(raw):
-            return "z" + _b64encode(compressed)
+        if len(raw) >= _MIN_COMPRESSIBLE:
+            compressed = zlib.compress(raw, _ZLIB_LEVEL)
+            if len(compressed) < len(raw):
+                return "z" + _b64encode(compressed)
         return "j" + _b64encode(raw)
 
     def _open(self, body: str) -> bytes:
@@ -165,16 +210,14 @@ class CookieStore(Store):
         if kind == "z":
             inflater = zlib.decompressobj()
             raw = inflater.decompress(encoded, _MAX_DECODED)
-            if inflater.unconsumed_tail:
-                raise ValueError("compressed session too large")
+            if inflater.unconsumed_tail or not inflater.eof or inflater.unused_data:
+                raise ValueError("compressed session too large or malformed")
             return raw
-        if kind == "e" and self._ciphers:
-            from cryptography.exceptions import InvalidTag
-
+        if kind == "e":
             nonce, sealed = encoded[:_NONCE_BYTES], encoded[_NONCE_BYTES:]
             for cipher in self._ciphers:
                 try:
-                    return bytes(cipher.decrypt(nonce, sealed, None))
-                except InvalidTag:
+                    return cipher.decrypt(nonce, sealed, None)
+                except self._invalid_tag:
                     continue
         raise ValueError("unreadable session cookie body")
