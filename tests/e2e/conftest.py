@@ -108,9 +108,10 @@ class DemoServer:
         self.start()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
-    """One headless Chromium for the whole run: launching is the slow part."""
+    """One headless Chromium for the e2e package: launching is the slow part. (Package scope:
+    the sync API runs its own event loop, which must be gone before the async tests run.)"""
     if not CHROMIUM.exists():
         _unavailable(f"{CHROMIUM} is missing: apt-get install chromium")
     try:

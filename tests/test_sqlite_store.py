@@ -1,0 +1,347 @@
+"""What only the SQLite store promises: the file's settings, hashing at rest, concurrency
+across tasks and processes, cleanup, and errors that say what to check."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC
+from pathlib import Path
+
+import pytest
+
+from asgi_sessions import SessionStoreError
+from asgi_sessions.errors import KeyCollision, SessionInterrupted
+from asgi_sessions.stores.base import SessionWrite, hash_key, public_id_for
+from asgi_sessions.stores.sqlite import SCHEMA_VERSION, SQLiteStore
+from tests.clock import FakeClock
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "k" * 43
+
+
+def change(
+    now: float,
+    *,
+    create: bool = False,
+    set: dict[str, object] | None = None,
+    deleted: frozenset[str] = frozenset(),
+    replace: bool = False,
+    ttl: float = 3600,
+    owner: str | None = None,
+) -> SessionWrite:
+    return SessionWrite(
+        set={key: json.dumps(value) for key, value in (set or {}).items()},
+        deleted=deleted,
+        replace=replace,
+        create=create,
+        expires_at=now + ttl,
+        created_at=now,
+        updated_at=now,
+        owner=owner,
+    )
+
+
+@pytest.fixture
+async def db(tmp_path: Path, clock: FakeClock):  # type: ignore[no-untyped-def]
+    async with SQLiteStore(tmp_path / "sessions.sqlite3", clock=clock) as store:
+        yield store
+
+
+def pragma(path: Path, name: str) -> object:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(f"PRAGMA {name}").fetchone()[0]
+    finally:
+        conn.close()
+
+
+async def test_the_file_is_in_wal_mode_with_a_versioned_schema(
+    db: SQLiteStore, clock: FakeClock
+) -> None:
+    await db.save(KEY, change(clock(), create=True, set={"a": 1}))
+    assert pragma(Path(db.path), "journal_mode") == "wal"
+    assert pragma(Path(db.path), "user_version") == SCHEMA_VERSION
+
+
+async def test_the_schema_is_created_lazily_and_the_directory_too(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "new" / "dir" / "sessions.sqlite3"
+    async with SQLiteStore(path, clock=clock) as store:
+        assert not path.exists()
+        assert await store.load(KEY) is None
+        assert path.exists()
+
+
+async def test_a_file_with_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    async with SQLiteStore(path) as store:
+        with pytest.raises(SessionStoreError, match="schema version"):
+            await store.load(KEY)
+
+
+async def test_the_raw_key_never_reaches_the_file(db: SQLiteStore, clock: FakeClock) -> None:
+    await db.save(KEY, change(clock(), create=True, set={"user": "ann"}))
+    await db.save(KEY, change(clock(), set={"more": 2}))
+    await db.aclose()
+    raw = b"".join(p.read_bytes() for p in Path(db.path).parent.iterdir() if p.is_file())
+    assert KEY.encode() not in raw
+    assert hash_key(KEY).encode() in raw
+
+
+async def test_concurrent_saves_of_different_keys_all_survive(
+    db: SQLiteStore, clock: FakeClock
+) -> None:
+    await db.save(KEY, change(clock(), create=True, set={"seed": 0}))
+    await asyncio.gather(*(db.save(KEY, change(clock(), set={f"k{i}": i})) for i in range(50)))
+    stored = await db.load(KEY)
+    assert stored is not None
+    assert len(stored.data) == 51
+
+
+async def test_a_save_after_expiry_is_interrupted_and_does_not_resurrect(
+    db: SQLiteStore, clock: FakeClock
+) -> None:
+    await db.save(KEY, change(clock(), create=True, set={"a": 1}, ttl=10))
+    clock.advance(11)
+    with pytest.raises(SessionInterrupted):
+        await db.save(KEY, change(clock(), set={"b": 2}))
+    assert await db.load(KEY) is None
+
+
+async def test_create_over_an_expired_record_starts_clean_but_a_live_one_collides(
+    db: SQLiteStore, clock: FakeClock
+) -> None:
+    await db.save(KEY, change(clock(), create=True, set={"old": 1}, ttl=10))
+    with pytest.raises(KeyCollision):
+        await db.save(KEY, change(clock(), create=True, set={"new": 2}))
+    clock.advance(11)
+    await db.save(KEY, change(clock(), create=True, set={"new": 2}))
+    stored = await db.load(KEY)
+    assert stored is not None
+    assert stored.data == {"new": "2"}
+
+
+async def test_an_expired_row_is_never_returned_even_before_cleanup(
+    db: SQLiteStore, clock: FakeClock
+) -> None:
+    await db.save(KEY, change(clock(), create=True, set={"a": 1}, ttl=10))
+    clock.advance(10)
+    assert await db.load(KEY) is None
+    assert await db.get(KEY) is None
+    conn = sqlite3.connect(db.path)
+    assert conn.execute("SELECT count(*) FROM sessions").fetchone()[0] == 1
+    conn.close()
+
+
+async def test_clear_expired_counts_across_batches_and_keeps_live_ones(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    async with SQLiteStore(tmp_path / "s.sqlite3", clock=clock, purge_batch=7) as store:
+        for i in range(30):
+            await store.save(f"gone{i}", change(clock(), create=True, set={"i": i}, ttl=5))
+        await store.save("stays", change(clock(), create=True, set={"i": 1}, ttl=100))
+        clock.advance(6)
+        assert await store.clear_expired() == 30
+        assert await store.clear_expired() == 0
+        assert await store.load("stays") is not None
+    conn = sqlite3.connect(tmp_path / "s.sqlite3")
+    assert conn.execute("SELECT count(*) FROM session_data").fetchone()[0] == 1
+    conn.close()
+
+
+async def test_get_returns_a_record_with_an_aware_utc_expiry(
+    db: SQLiteStore, clock: FakeClock
+) -> None:
+    await db.save(KEY, change(clock(), create=True, set={"cart": [1, 2]}, ttl=60))
+    record = await db.get(KEY)
+    assert record is not None
+    assert record.session_key == KEY
+    assert record.expire_date.tzinfo is UTC
+    assert record.expire_date.timestamp() == pytest.approx(clock() + 60)
+    assert record.get_decoded() == {"cart": [1, 2]}
+
+
+async def test_the_owner_index_lists_and_revokes_by_public_id(
+    db: SQLiteStore, clock: FakeClock
+) -> None:
+    for i in range(3):
+        await db.save(f"key{i}", change(clock(), create=True, set={"i": i}, owner="ann"))
+        clock.advance(1)
+    await db.save("bob", change(clock(), create=True, set={"i": 0}, owner="bob"))
+    listed = await db.list_sessions("ann")
+    assert [s.public_id for s in listed] == [public_id_for(hash_key(f"key{i}")) for i in range(3)]
+    assert await db.revoke("ann", listed[0].public_id) == 1
+    assert await db.revoke("ann", listed[0].public_id) == 0
+    assert await db.revoke("bob", listed[1].public_id) == 0
+    assert await db.revoke_all("ann", keep=listed[2].public_id) == 1
+    assert [s.public_id for s in await db.list_sessions("ann")] == [listed[2].public_id]
+    assert await db.load("key2") is not None
+    assert await db.load("bob") is not None
+
+
+async def test_owner_lookups_use_the_index_not_a_scan(db: SQLiteStore) -> None:
+    await db.load(KEY)
+    conn = sqlite3.connect(db.path)
+    plan = conn.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM sessions WHERE owner = ? AND expires_at > ?",
+        ("ann", 0),
+    ).fetchall()
+    purge = conn.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM sessions WHERE expires_at <= ? "
+        "ORDER BY expires_at LIMIT 5",
+        (0,),
+    ).fetchall()
+    conn.close()
+    assert "sessions_owner" in str(plan)
+    assert "sessions_expires_at" in str(purge)
+
+
+async def test_a_path_that_is_a_directory_fails_with_a_store_error(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path) as store:
+        with pytest.raises(SessionStoreError, match="writable") as caught:
+            await store.load(KEY)
+    assert isinstance(caught.value.__cause__, sqlite3.Error)
+
+
+async def test_a_directory_that_cannot_be_created_fails_with_a_store_error(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    async with SQLiteStore(tmp_path / "file" / "sub" / "s.sqlite3") as store:
+        with pytest.raises(SessionStoreError, match="create its directory") as caught:
+            await store.save(KEY, change(0, create=True, set={"a": 1}))
+    assert isinstance(caught.value.__cause__, OSError)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only files")
+async def test_a_read_only_file_fails_saves_with_a_store_error(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "s.sqlite3"
+    async with SQLiteStore(path, clock=clock) as store:
+        await store.save(KEY, change(clock(), create=True, set={"a": 1}))
+    path.chmod(0o444)
+    async with SQLiteStore(path, clock=clock) as store:
+        with pytest.raises(SessionStoreError, match="disk is not full"):
+            await store.save(KEY, change(clock(), set={"b": 1}))
+
+
+async def test_aclose_is_idempotent_and_the_store_reopens_on_use(
+    db: SQLiteStore, clock: FakeClock
+) -> None:
+    await db.save(KEY, change(clock(), create=True, set={"a": 1}))
+    await db.aclose()
+    await db.aclose()
+    assert await db.load(KEY) is not None
+
+
+# -- several processes on one file ----------------------------------------------------
+
+HAMMER = """
+import asyncio, json, sys, time
+from asgi_sessions.errors import SessionStoreError
+from asgi_sessions.stores.base import SessionWrite
+from asgi_sessions.stores.sqlite import SQLiteStore
+
+path, worker, deferred, start = sys.argv[1], sys.argv[2], sys.argv[3] == "1", float(sys.argv[4])
+
+class Deferred(SQLiteStore):
+    _begin = "BEGIN DEFERRED"
+    _busy_retries = 0
+
+def write(now, create, key, value):
+    return SessionWrite(set={key: json.dumps(value)}, deleted=frozenset(), replace=False,
+                        create=create, expires_at=now + 3600, created_at=now, updated_at=now)
+
+async def main():
+    store = (Deferred if deferred else SQLiteStore)(path)
+    locked = other = ok = 0
+    async with store:
+        await store.load("warm-up")
+        while time.time() < start:
+            await asyncio.sleep(0.005)
+        for i in range(400):
+            try:
+                # One session shared by every process, so each write reads it first.
+                await store.save("shared", write(time.time(), False, f"{worker}-{i}", i))
+                ok += 1
+            except SessionStoreError as exc:
+                if "locked" in str(exc):
+                    locked += 1
+                else:
+                    other += 1
+    print(json.dumps({"ok": ok, "locked": locked, "other": other}))
+
+asyncio.run(main())
+"""
+
+
+def hammer(path: Path, *, processes: int, deferred: bool) -> list[dict[str, int]]:
+    conn = sqlite3.connect(path)
+    conn.close()
+    seed = subprocess.run(
+        [sys.executable, "-c", SEED, str(path)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert seed.returncode == 0, seed.stderr
+    start = str(time.time() + 1.5)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", HAMMER, str(path), str(n), "1" if deferred else "0", start],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(processes)
+    ]
+    results = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=60)
+        assert worker.returncode == 0, err
+        results.append(json.loads(out))
+    return results
+
+
+SEED = """
+import asyncio, json, sys, time
+from asgi_sessions.stores.base import SessionWrite
+from asgi_sessions.stores.sqlite import SQLiteStore
+
+async def main():
+    now = time.time()
+    async with SQLiteStore(sys.argv[1]) as store:
+        await store.save("shared", SessionWrite(set={"seed": "0"}, deleted=frozenset(),
+            replace=False, create=True, expires_at=now + 3600, created_at=now, updated_at=now))
+
+asyncio.run(main())
+"""
+
+
+def test_several_processes_saving_to_one_file_never_see_database_is_locked(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "shared.sqlite3"
+    results = hammer(path, processes=3, deferred=False)
+    assert sum(r["locked"] + r["other"] for r in results) == 0
+    conn = sqlite3.connect(path)
+    rows = conn.execute("SELECT count(*) FROM session_data").fetchone()[0]
+    conn.close()
+    assert rows == 1 + 3 * 400
+
+
+def test_the_deferred_read_then_write_pattern_does_hit_database_is_locked(
+    tmp_path: Path,
+) -> None:
+    # Proves the test above can fail: the same load with BEGIN DEFERRED and no retry.
+    results = hammer(tmp_path / "shared.sqlite3", processes=3, deferred=True)
+    assert sum(r["locked"] for r in results) > 0
