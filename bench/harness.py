@@ -1,0 +1,538 @@
+"""The pieces of the benchmark: apps, configurations, an in-process ASGI driver, statistics.
+
+Every configuration serves the same trivial Starlette app with three endpoints:
+
+- ``/untouched``: a session cookie is sent, the view never touches the session;
+- ``/read``: the view reads one key of an existing session;
+- ``/write``: the view changes one key of an existing session.
+
+The driver calls an app through the ASGI interface with a hand-built scope and its own
+``receive``/``send``: no HTTP client, no server, no sockets (except to Redis).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+SECRET = "bench-secret-key-0123456789abcdef0123456789abcdef"
+ENDPOINTS = ("untouched", "read", "write")
+MAX_AGE = 14 * 24 * 3600
+
+# The session every configuration starts from (small, like a logged-in user's).
+BASE_DATA: dict[str, Any] = {"user": "alice", "theme": "dark", "counter": "000000000000"}
+# What bare and raw-floor configurations send as their (ignored) session cookie.
+DUMMY_COOKIE = b"session=" + b"x" * 96
+
+ASGIApp = Callable[..., Awaitable[None]]
+
+
+def session_data(size: int = 0) -> dict[str, Any]:
+    """The base session, plus a ``blob`` of ``size`` bytes for the write-size sweep."""
+    data = dict(BASE_DATA)
+    if size:
+        data["blob"] = "x" * size
+    return data
+
+
+_counter = itertools.count(1)
+
+
+def next_value() -> str:
+    """A fresh, same-length value for the key a write endpoint changes."""
+    return f"{next(_counter):012d}"
+
+
+# -- apps ------------------------------------------------------------------------------
+
+
+def _ok(value: Any) -> Response:
+    return PlainTextResponse(value if isinstance(value, str) else "?")
+
+
+def session_app(style: str, middleware: Sequence[Middleware], data: dict[str, Any]) -> Starlette:
+    """The trivial app, its views reaching the session the way ``style`` says.
+
+    ``starlette``/``autoload``: ``request.session``; ``starsessions``: ``await
+    load_session(request)`` first; ``ours``: ``await request.state.session``.
+    """
+    if style == "ours":
+
+        async def get(request: Request) -> Any:
+            return await request.state.session
+
+    elif style == "starsessions":
+        from starsessions import load_session
+
+        async def get(request: Request) -> Any:
+            await load_session(request)
+            return request.session
+
+    else:
+
+        async def get(request: Request) -> Any:
+            return request.session
+
+    async def untouched(request: Request) -> Response:
+        return PlainTextResponse("alice")
+
+    async def read(request: Request) -> Response:
+        session = await get(request)
+        return _ok(session.get("user"))
+
+    async def write(request: Request) -> Response:
+        session = await get(request)
+        session["counter"] = next_value()
+        return PlainTextResponse("alice")
+
+    async def seed(request: Request) -> Response:
+        session = await get(request)
+        session.update(data)
+        return PlainTextResponse("seeded")
+
+    routes = [
+        Route("/untouched", untouched),
+        Route("/read", read),
+        Route("/write", write),
+        Route("/seed", seed),
+    ]
+    return Starlette(routes=routes, middleware=list(middleware))
+
+
+def floor_app(
+    read_one: Callable[[], Awaitable[Any]], write_one: Callable[[], Awaitable[Any]]
+) -> Starlette:
+    """A session-less app whose read/write views do the raw store I/O a session costs."""
+
+    async def untouched(request: Request) -> Response:
+        return PlainTextResponse("alice")
+
+    async def read(request: Request) -> Response:
+        value = await read_one()
+        return PlainTextResponse("alice" if value else "?")
+
+    async def write(request: Request) -> Response:
+        value = await read_one()
+        await write_one()
+        return PlainTextResponse("alice" if value else "?")
+
+    routes = [Route("/untouched", untouched), Route("/read", read), Route("/write", write)]
+    return Starlette(routes=routes)
+
+
+async def _noop() -> bool:
+    return True
+
+
+# -- the in-process driver ---------------------------------------------------------------
+
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
+_CLIENT = ("127.0.0.1", 50000)
+_SERVER = ("127.0.0.1", 8000)
+
+
+@dataclass
+class Reply:
+    status: int = 0
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytes = b""
+
+    def set_cookie(self) -> bytes | None:
+        for name, value in self.headers:
+            if name.lower() == b"set-cookie":
+                return value.split(b";", 1)[0]
+        return None
+
+
+def _scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": _ASGI,
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": list(headers),
+        "client": _CLIENT,
+        "server": _SERVER,
+        "state": {},
+    }
+
+
+async def _receive() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def _headers(cookie: bytes | None) -> list[tuple[bytes, bytes]]:
+    headers = [(b"host", b"bench"), (b"user-agent", b"bench/1"), (b"accept", b"*/*")]
+    if cookie:
+        headers.append((b"cookie", cookie))
+    return headers
+
+
+async def call(app: ASGIApp, path: str, cookie: bytes | None = None) -> Reply:
+    """One request, the whole reply kept (for seeding and checks, not for timing)."""
+    reply = Reply()
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            reply.status = message["status"]
+            reply.headers = list(message.get("headers", ()))
+        elif message["type"] == "http.response.body":
+            reply.body += message.get("body", b"")
+
+    await app(_scope(path, _headers(cookie)), _receive, send)
+    return reply
+
+
+async def timed(app: ASGIApp, path: str, cookie: bytes | None, n: int) -> list[float]:
+    """``n`` sequential requests; the microseconds each took."""
+    headers = _headers(cookie)
+    raw_path = path.encode()
+    bad = 0
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal bad
+        if message["type"] == "http.response.start" and message["status"] != 200:
+            bad += 1
+
+    clock = time.perf_counter_ns
+    out = []
+    for _ in range(n):
+        scope = {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": raw_path,
+            "root_path": "",
+            "query_string": b"",
+            "headers": list(headers),
+            "client": _CLIENT,
+            "server": _SERVER,
+            "state": {},
+        }
+        start = clock()
+        await app(scope, _receive, send)
+        out.append((clock() - start) / 1000)
+    if bad:
+        raise RuntimeError(f"{bad} of {n} requests to {path} did not answer 200")
+    return out
+
+
+# -- configurations ------------------------------------------------------------------------
+
+
+@dataclass
+class Env:
+    """What configurations share: a Redis URL and a scratch directory."""
+
+    redis_url: str
+    tmpdir: str
+
+
+@dataclass
+class Built:
+    app: ASGIApp
+    cookie: bytes | None
+    closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        for closer in reversed(self.closers):
+            await closer()
+
+
+class Skip(Exception):
+    """The configuration cannot run yet (a store module missing); the reason says why."""
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    label: str
+    size: int = 0  # session blob bytes (write-size sweep)
+    endpoints: tuple[str, ...] = ENDPOINTS
+
+
+async def _seed(app: ASGIApp) -> bytes:
+    reply = await call(app, "/seed")
+    cookie = reply.set_cookie()
+    if reply.status != 200 or cookie is None:
+        raise RuntimeError(f"seeding answered {reply.status} without a session cookie")
+    return cookie
+
+
+def _ours_store(kind: str, env: Env, name: str) -> tuple[Any, list[Callable[[], Awaitable[Any]]]]:
+    try:
+        if kind == "memory":
+            from asgi_sessions.stores.memory import MemoryStore
+
+            store: Any = MemoryStore()
+        elif kind == "sqlite":
+            from asgi_sessions.stores.sqlite import SQLiteStore
+
+            store = SQLiteStore(os.path.join(env.tmpdir, f"{name}.sqlite3"))
+        elif kind == "redis":
+            from asgi_sessions.stores.redis import RedisStore
+
+            store = RedisStore.from_url(env.redis_url, prefix=f"bench:{name}:")
+        elif kind == "cookie":
+            from asgi_sessions.stores.cookie import CookieStore
+
+            store = CookieStore()
+        else:
+            raise ValueError(kind)
+    except ImportError as exc:
+        raise Skip(f"asgi_sessions.stores.{kind} is not importable yet ({exc})") from exc
+    return store, [store.aclose]
+
+
+async def build(config: Config, env: Env) -> Built:
+    """Make the configuration's app, seed its session, return it with the cookie to send."""
+    name = config.name
+    data = session_data(config.size)
+    family, _, variant = name.partition("-")
+    variant = variant.split("-")[0] if variant else ""
+
+    if name == "bare":
+        return Built(floor_app(_noop, _noop), DUMMY_COOKIE)
+
+    if name == "starlette":
+        from starlette.middleware.sessions import SessionMiddleware as StarletteSessions
+
+        mw = [Middleware(StarletteSessions, secret_key=SECRET, max_age=MAX_AGE)]
+        app = session_app("starlette", mw, data)
+        return Built(app, await _seed(app))
+
+    if family == "starsessions":
+        from starsessions import SessionAutoloadMiddleware, SessionMiddleware
+
+        closers: list[Callable[[], Awaitable[Any]]] = []
+        if variant == "memory":
+            from starsessions.stores.memory import InMemoryStore
+
+            store: Any = InMemoryStore()
+        else:
+            from redis.asyncio import Redis
+            from starsessions.stores.redis import RedisStore as StarRedisStore
+
+            client = Redis.from_url(env.redis_url)
+            closers.append(client.aclose)
+            store = StarRedisStore(connection=client, prefix=f"bench:{name}:")
+        autoload = name.endswith("-autoload")
+        mw = [
+            Middleware(
+                SessionMiddleware,
+                store=store,
+                lifetime=MAX_AGE,
+                cookie_https_only=False,
+            )
+        ]
+        if autoload:
+            mw.append(Middleware(SessionAutoloadMiddleware))
+        app = session_app("autoload" if autoload else "starsessions", mw, data)
+        return Built(app, await _seed(app), closers)
+
+    if family == "ours":
+        from asgi_sessions import SessionMiddleware as Ours
+
+        store, closers = _ours_store(variant, env, name)
+        autoload = name.endswith("-autoload")
+        mw = [Middleware(Ours, secret_key=SECRET, store=store, max_age=MAX_AGE, autoload=autoload)]
+        app = session_app("ours", mw, data)
+        return Built(app, await _seed(app), closers)
+
+    if name == "raw-redis":
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(env.redis_url)
+        key = f"bench:{name}:session"
+        value = json.dumps(data).encode()
+        await client.set(key, value, ex=MAX_AGE)
+
+        async def get() -> Any:
+            return await client.get(key)
+
+        async def put() -> Any:
+            return await client.set(key, value, ex=MAX_AGE)
+
+        return Built(floor_app(get, put), DUMMY_COOKIE, [client.aclose])
+
+    if name == "raw-sqlite":
+        import aiosqlite
+
+        db = await aiosqlite.connect(os.path.join(env.tmpdir, "raw.sqlite3"), isolation_level=None)
+        # The pragmas SQLiteStore uses, so the floor pays what the store pays.
+        await db.execute_fetchall("PRAGMA journal_mode = WAL")
+        await db.execute_fetchall("PRAGMA synchronous = NORMAL")
+        await db.execute_fetchall(
+            "CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, data TEXT NOT NULL)"
+        )
+        key = "k" * 64
+        value = json.dumps(data)
+        upsert = (
+            "INSERT INTO sessions (id, data) VALUES (?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET data = excluded.data"
+        )
+        await db.execute_fetchall(upsert, (key, value))
+
+        async def select() -> Any:
+            rows = await db.execute_fetchall("SELECT data FROM sessions WHERE id = ?", (key,))
+            return list(rows)
+
+        async def save() -> Any:
+            return await db.execute_fetchall(upsert, (key, value))
+
+        return Built(floor_app(select, save), DUMMY_COOKIE, [db.close])
+
+    raise ValueError(f"unknown configuration {name!r}")
+
+
+# Interleaved in this order each round.
+CONFIGS: list[Config] = [
+    Config("bare", "bare app (no middleware)"),
+    Config("starlette", "Starlette SessionMiddleware (signed cookie)"),
+    Config("starsessions-memory", "starsessions InMemoryStore, lazy load_session"),
+    Config(
+        "starsessions-memory-autoload", "starsessions InMemoryStore + SessionAutoloadMiddleware"
+    ),
+    Config("starsessions-redis", "starsessions RedisStore, lazy load_session"),
+    Config("starsessions-redis-autoload", "starsessions RedisStore + SessionAutoloadMiddleware"),
+    Config("raw-redis", "floor: redis-py GET / GET+SET"),
+    Config("raw-sqlite", "floor: aiosqlite SELECT / SELECT+UPSERT"),
+    Config("ours-memory", "asgi_sessions MemoryStore"),
+    Config("ours-memory-autoload", "asgi_sessions MemoryStore, autoload=True"),
+    Config("ours-sqlite", "asgi_sessions SQLiteStore (tmp file)"),
+    Config("ours-redis", "asgi_sessions RedisStore.from_url"),
+    Config("ours-cookie", "asgi_sessions CookieStore"),
+]
+
+SWEEP_SIZES = (1_000, 10_000, 100_000)
+SWEEP: list[Config] = [
+    Config(f"{family}-{size // 1000}k", f"{family}, {size // 1000} KB session", size, ("write",))
+    for family in ("ours-sqlite", "ours-redis", "starsessions-redis")
+    for size in SWEEP_SIZES
+]
+
+
+# -- statistics ----------------------------------------------------------------------------
+
+
+def spread(values: Sequence[float]) -> tuple[float, float, float]:
+    """(median, p10, p90) of ``values``."""
+    med = statistics.median(values)
+    if len(values) < 2:
+        return med, med, med
+    deciles = statistics.quantiles(values, n=10, method="inclusive")
+    return med, deciles[0], deciles[-1]
+
+
+def ratio_table(rows: list[dict[str, Any]], sign: str = "≤") -> list[str]:
+    lines = [
+        "| endpoint | configuration | against | ratio [p10-p90] | goal | verdict |",
+        "|---|---|---|---:|---:|---|",
+    ]
+    for row in rows:
+        goal = f"{sign} {row['goal']:.2f}x" if row["goal"] is not None else "-"
+        lines.append(
+            f"| {row['endpoint']} | `{row['config']}` | `{row['floor']}` | "
+            f"{row['ratio']:.2f}x [{row['p10']:.2f}-{row['p90']:.2f}] | {goal} | "
+            f"{'**' + row['verdict'] + '**' if row['verdict'] == 'MISS' else row['verdict']} |"
+        )
+    return lines
+
+
+# -- Redis ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A throwaway redis-server on a free loopback port (no persistence)."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise Skip(
+                "redis-server not found (apt-get install -y redis-server) and REDIS_URL unset"
+            )
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="bench-redis-")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("starlette", "starsessions", "redis", "aiosqlite", "uvicorn", "asgi-sessions"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "source tree" if dist == "asgi-sessions" else "not installed"
+    return out
