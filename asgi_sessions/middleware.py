@@ -6,7 +6,6 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 
 from .cookies import BROWSER_COOKIE_LIMIT, CookieSettings, SameSite, Signer
@@ -166,8 +165,9 @@ class SessionMiddleware:
             if not (self.save_every_request and session._client_key() is not None):
                 return
             await session.load()  # rolling expiry: renew a session nobody touched
-        headers = MutableHeaders(raw=list(message.get("headers", ())))
-        message["headers"] = headers.raw
+        # Raw header lists, not MutableHeaders: this runs on every request that loaded.
+        headers: list[tuple[bytes, bytes]] = list(message.get("headers", ()))
+        message["headers"] = headers
         if session.accessed:
             _vary_on_cookie(headers)
         if message["status"] >= 500:
@@ -191,11 +191,11 @@ class SessionMiddleware:
                     "limit browsers keep, so it was not sent. Store less data in the session "
                     "or switch to a server-side store (SQLiteStore, RedisStore)."
                 )
-        headers.append("set-cookie", cookie)
+        headers.append((b"set-cookie", cookie.encode("latin-1")))
         _vary_on_cookie(headers)
-        if "cache-control" not in headers:
+        if not any(name.lower() == b"cache-control" for name, _ in headers):
             # A shared cache must never hand one user's cookie to another.
-            headers["cache-control"] = "private"
+            headers.append((b"cache-control", b"private"))
 
     def _closing_store_on_shutdown(self, send: Send) -> Send:
         async def send_closing_store(message: Message) -> None:
@@ -206,12 +206,15 @@ class SessionMiddleware:
         return send_closing_store
 
 
-def _vary_on_cookie(headers: MutableHeaders) -> None:
-    vary = headers.get("vary")
-    if vary is None:
-        headers["vary"] = "Cookie"
-    elif not any(token.strip().lower() in ("cookie", "*") for token in vary.split(",")):
-        headers["vary"] = f"{vary}, Cookie"
+def _vary_on_cookie(headers: list[tuple[bytes, bytes]]) -> None:
+    """Add ``Cookie`` to the response's Vary header, once."""
+    for index, (name, value) in enumerate(headers):
+        if name.lower() == b"vary":
+            tokens = {token.strip().lower() for token in value.split(b",")}
+            if b"cookie" not in tokens and b"*" not in tokens:
+                headers[index] = (name, value + b", Cookie")
+            return
+    headers.append((b"vary", b"Cookie"))
 
 
 async def get_session(request: HTTPConnection) -> Session:

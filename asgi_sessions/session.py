@@ -29,6 +29,7 @@ DEFAULT_MAX_AGE: Final = 14 * 24 * 60 * 60
 _KEY_BYTES = 32
 _CREATE_ATTEMPTS = 5
 _MISSING: Any = object()
+_LOADING = object()  # a load is in progress and nobody is waiting for it yet
 
 
 @dataclass(slots=True, frozen=True)
@@ -81,7 +82,7 @@ class Session(dict[str, Any]):
         self._config = config
         self._headers = headers
         self._loaded = False
-        self._loading: asyncio.Future[None] | None = None
+        self._loading: asyncio.Future[None] | object | None = None
         self._cookie_key: str | object | None = _MISSING
         self._key: str | None = None
         self.accessed = False
@@ -104,10 +105,15 @@ class Session(dict[str, Any]):
         """Load the data from the store (once per request) and return this session."""
         if self._loaded:
             return self
-        if self._loading is not None:
-            await self._loading
+        loading = self._loading
+        if loading is not None:
+            # Another task of this request is loading it: wait instead of loading twice.
+            # The future exists only when someone waits, which is almost never.
+            if not isinstance(loading, asyncio.Future):
+                loading = self._loading = asyncio.get_running_loop().create_future()
+            await loading
             return self
-        self._loading = loading = asyncio.get_running_loop().create_future()
+        self._loading = _LOADING
         key = None
         try:
             key = self._client_key()
@@ -117,13 +123,16 @@ class Session(dict[str, Any]):
         except BaseException as exc:
             if isinstance(exc, SessionStoreError):
                 logger.error("Loading session %s failed: %s", short_hash(key or ""), exc)
-            self._loading = None
-            loading.set_exception(exc)
-            loading.exception()  # retrieved: concurrent waiters re-raise it, nobody logs it
+            waiting, self._loading = self._loading, None
+            if isinstance(waiting, asyncio.Future):
+                waiting.set_exception(exc)
+                waiting.exception()  # retrieved: the waiters re-raise it, nobody logs it
             raise
         self._loaded = True
         self.accessed = True
-        loading.set_result(None)
+        waiting, self._loading = self._loading, None
+        if isinstance(waiting, asyncio.Future):
+            waiting.set_result(None)
         return self
 
     def _client_key(self) -> str | None:

@@ -47,18 +47,9 @@ class MemoryStore(Store):
                     del self._by_owner[record.owner]
 
     async def read(self, store_id: str) -> StoredSession | None:
-        record = self._live(store_id)
-        if record is None:
-            return None
-        # A copy, so a caller mutating what it got cannot change what is stored.
-        return StoredSession(
-            data=dict(record.data),
-            expires_at=record.expires_at,
-            created_at=record.created_at,
-            updated_at=record.updated_at,
-            expiry=record.expiry,
-            owner=record.owner,
-        )
+        # The stored record itself, not a copy: readers only decode from it, and write()
+        # replaces records rather than changing one in place.
+        return self._live(store_id)
 
     async def write(self, store_id: str, change: SessionWrite) -> None:
         current = self._live(store_id)
@@ -70,7 +61,7 @@ class MemoryStore(Store):
         else:
             if current is None:
                 raise SessionInterrupted()
-            data = {} if change.replace else current.data
+            data = {} if change.replace else dict(current.data)
             created_at = current.created_at
         for key in change.deleted:
             data.pop(key, None)
