@@ -118,13 +118,9 @@ class SessionMiddleware:
             scope["state"] = state = {}
         state["session"] = session
         scope["session"] = session
-        if self.autoload:
-            await session.load()
-            # Loading for the app is not the app reading it: Vary only if a view looks.
-            session.accessed = False
         if scope_type == "websocket":
             # No response headers to carry a cookie: handlers call `await session.save()`.
-            await self.app(scope, receive, send)
+            await self._run(session, scope, receive, send)
             return
 
         interrupted = False
@@ -157,7 +153,21 @@ class SessionMiddleware:
                     return
             await send(message)
 
-        await self.app(scope, receive, send_with_session)
+        await self._run(session, scope, receive, send_with_session)
+
+    async def _run(self, session: Session, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app (loading first with ``autoload``); log store failures on the way out."""
+        try:
+            if self.autoload:
+                await session.load()
+                # Loading for the app is not the app reading it: Vary only if a view looks.
+                session.accessed = False
+            await self.app(scope, receive, send)
+        except SessionStoreError as exc:
+            # The request fails (a 5xx from the server or framework) and no cookie was
+            # sent, so the user keeps their session for when the store is back.
+            logger.error("Session store failed for session %s: %s", session._log_id(), exc)
+            raise
 
     async def _finish(self, session: Session, message: Message) -> None:
         """Save the session if needed and add Set-Cookie / Vary / Cache-Control."""
@@ -173,12 +183,7 @@ class SessionMiddleware:
         if message["status"] >= 500:
             # As in Django: a failed request must not persist half its work.
             return
-        try:
-            outcome = await session._finish(self.save_every_request)
-        except SessionStoreError as exc:
-            # The response fails (5xx) and the user's cookie is left as it was.
-            logger.error("Saving the session failed: %s", exc)
-            raise
+        outcome = await session._finish(self.save_every_request)
         if outcome is None:
             return
         if outcome is True:

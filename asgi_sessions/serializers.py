@@ -29,22 +29,41 @@ class Serializer(Protocol):
 class JSONSerializer:
     """Compact JSON: ``str``, numbers, ``bool``, ``None``, lists and dicts with ``str`` keys."""
 
-    __slots__ = ("_decoder", "_encoder")
+    __slots__ = ("_encode", "_scan")
 
     def __init__(self) -> None:
-        # Pre-built coder objects skip json.dumps' per-call argument handling.
-        self._encoder = json.JSONEncoder(
+        # Pre-built coder objects skip json.dumps' per-call argument handling, and the
+        # C scanner skips JSONDecoder.decode's two regex passes (values we wrote have no
+        # surrounding whitespace).
+        self._encode = json.JSONEncoder(
             separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=True
         ).encode
-        self._decoder = json.JSONDecoder().decode
+        self._scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
     def dumps(self, value: Any) -> str:
         """Encode ``value`` as compact JSON."""
-        return self._encoder(value)
+        return self._encode(value)
 
     def loads(self, data: str) -> Any:
         """Decode JSON text."""
-        return self._decoder(data)
+        try:
+            value, end = self._scan(data, 0)
+        except StopIteration as exc:
+            raise ValueError(f"not JSON: {data[:40]!r}") from exc
+        if end != len(data):
+            raise ValueError(f"extra data after JSON: {data[:40]!r}")
+        return value
+
+    def loads_many(self, texts: list[str]) -> list[Any]:
+        """Decode several values in one pass (a session's keys, on load)."""
+        if not texts:
+            return []
+        values = self.loads("[" + ",".join(texts) + "]")
+        if len(values) != len(texts):
+            # A stored text that is not exactly one JSON value: decode one by one to fail
+            # on the culprit.
+            return [self.loads(text) for text in texts]
+        return values  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         return "JSONSerializer()"

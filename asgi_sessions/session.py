@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from .cookies import CookieSettings, Signer, cookie_values
-from .errors import KeyCollision, SessionNotLoaded, SessionStoreError
+from .errors import KeyCollision, SessionNotLoaded
 from .serializers import Serializer
 from .stores.base import SessionWrite, Store, StoredSession, hash_key, public_id_for
 
@@ -87,6 +87,9 @@ class Session(dict[str, Any]):
         self._key: str | None = None
         self.accessed = False
         self._modified = False
+        # The rest of the state is set by _start_tracking(), once the session is loaded.
+
+    def _start_tracking(self) -> None:
         self._changed: set[str] = set()
         self._replace = False
         self._all_dirty = False
@@ -114,15 +117,13 @@ class Session(dict[str, Any]):
             await loading
             return self
         self._loading = _LOADING
-        key = None
+        self._start_tracking()
         try:
             key = self._client_key()
             record = await self._config.store.load(key) if key is not None else None
             if record is not None:
                 self._adopt(key, record)  # type: ignore[arg-type]
         except BaseException as exc:
-            if isinstance(exc, SessionStoreError):
-                logger.error("Loading session %s failed: %s", short_hash(key or ""), exc)
             waiting, self._loading = self._loading, None
             if isinstance(waiting, asyncio.Future):
                 waiting.set_exception(exc)
@@ -150,16 +151,26 @@ class Session(dict[str, Any]):
             self._cookie_key = key
         return self._cookie_key  # type: ignore[return-value]
 
+    def _log_id(self) -> str:
+        """A log-safe handle for this session (never the key itself)."""
+        key = self._key if self._key is not None else self._cookie_key
+        return short_hash(key) if isinstance(key, str) else "(new)"
+
     @property
     def _had_cookie(self) -> bool:
         return bool(cookie_values(self._headers, self._config.cookie.name_bytes))
 
     def _adopt(self, key: str, record: StoredSession) -> None:
-        loads = self._config.serializer.loads
+        serializer = self._config.serializer
         try:
             data = record.decoded
             if data is None:
-                data = {name: loads(value) for name, value in record.data.items()}
+                stored = record.data
+                loads_many = getattr(serializer, "loads_many", None)
+                if loads_many is not None:
+                    data = dict(zip(stored, loads_many(list(stored.values())), strict=True))
+                else:
+                    data = {name: serializer.loads(value) for name, value in stored.items()}
         except ValueError:
             # A record the serializer cannot read (the serializer changed, say): start afresh
             # under a new key rather than merge into it.
@@ -523,12 +534,10 @@ class Session(dict[str, Any]):
         """Clear the data, delete the record and remove the cookie (call at logout)."""
         key = self._key if self._loaded else self._client_key()
         dict.clear(self)
-        self._changed.clear()
-        self._replace = self._all_dirty = self._meta_changed = False
+        written = self._loaded and self._written
+        self._start_tracking()
+        self._written = written
         self._key = None
-        self._created_at = None
-        self._expiry = None
-        self._owner = None
         self._loaded = self.accessed = self._modified = True
         if key is not None:
             await self._config.store.delete(key)

@@ -555,3 +555,20 @@ async def test_a_server_that_never_answers_fails_a_load_within_the_socket_timeou
         await server.wait_closed()
 
     assert 0.4 < elapsed < 1.5
+
+
+async def test_a_burst_past_the_pool_size_waits_for_connections_instead_of_failing(
+    redis_url: str,
+) -> None:
+    import asyncio
+
+    from asgi_sessions.stores.base import SessionWrite
+
+    async with RedisStore.from_url(redis_url, max_connections=8) as store:
+        change = SessionWrite(
+            set={"a": "1"}, deleted=frozenset(), replace=True, create=True,
+            expires_at=time.time() + 60, created_at=time.time(), updated_at=time.time(),
+        )  # fmt: skip
+        await store.save("burst-key".ljust(43, "x"), change)
+        loaded = await asyncio.gather(*(store.load("burst-key".ljust(43, "x")) for _ in range(150)))
+        assert all(record is not None and record.data == {"a": "1"} for record in loaded)

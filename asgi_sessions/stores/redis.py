@@ -197,6 +197,8 @@ class RedisStore(Store):
         clock: Clock = time.time,
         socket_timeout: float = 2.0,
         socket_connect_timeout: float = 2.0,
+        max_connections: int = 64,
+        pool_timeout: float = 5.0,
         **client_options: Any,
     ) -> RedisStore:
         """A store with its own client for ``url`` (``redis://host:port/db``), closed by aclose().
@@ -204,7 +206,9 @@ class RedisStore(Store):
         Args:
             socket_timeout: seconds to wait for a reply before the request fails.
             socket_connect_timeout: seconds to wait for a connection.
-            client_options: passed to ``redis.asyncio.Redis.from_url``.
+            max_connections: connections this process opens at most; further requests
+                wait for a free one (up to ``pool_timeout`` seconds) instead of failing.
+            client_options: passed to the connection pool (``redis.asyncio`` options).
         """
         redis = _import_redis()
         from redis.asyncio.retry import Retry
@@ -217,12 +221,17 @@ class RedisStore(Store):
         )
         client_options.setdefault("decode_responses", True)
         try:
-            client = redis.asyncio.Redis.from_url(
+            # A blocking pool: a burst past max_connections queues, where redis-py's default
+            # pool raises "Too many connections" and the request would fail.
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
                 url,
+                max_connections=max_connections,
+                timeout=pool_timeout,
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=socket_connect_timeout,
                 **client_options,
             )
+            client = redis.asyncio.Redis.from_pool(pool)
         except ValueError as exc:
             raise ImproperlyConfigured(f"Invalid Redis URL {url!r}: {exc}") from exc
         store = cls(client, prefix=prefix, clock=clock)
