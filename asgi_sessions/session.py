@@ -5,18 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Generator, Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from .cookies import CookieSettings, Signer, cookie_values
-from .errors import KeyCollision, SessionNotLoaded
+from .errors import KeyCollision
+from .expiry import encode_expiry, ends_with_browser, expires_at
 from .serializers import Serializer
 from .stores.base import SessionWrite, Store, StoredSession, hash_key, public_id_for
-
-if TYPE_CHECKING:
-    from _collections_abc import dict_items, dict_keys, dict_values
+from .tracking import TrackedDict
 
 __all__ = ["DEFAULT_MAX_AGE", "Session", "SessionConfig"]
 
@@ -49,7 +48,7 @@ def short_hash(session_key: str) -> str:
     return hash_key(session_key)[:12]
 
 
-class Session(dict[str, Any]):
+class Session(TrackedDict):
     """A ``dict`` of the request's session data that knows what changed.
 
     Await it (``session = await request.state.session``) before touching the data; it is
@@ -58,41 +57,31 @@ class Session(dict[str, Any]):
     """
 
     __slots__ = (
-        "_all_dirty",
-        "_changed",
         "_config",
         "_cookie_key",
         "_created_at",
         "_expiry",
         "_headers",
         "_key",
-        "_loaded",
         "_loading",
         "_meta_changed",
-        "_modified",
         "_owner",
-        "_replace",
         "_written",
-        "accessed",
     )
 
     def __init__(self, config: SessionConfig, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
         # No I/O and no cookie parsing here: a request that never awaits the session
         # pays only for this constructor.
+        TrackedDict.__init__(self)
         self._config = config
         self._headers = headers
-        self._loaded = False
         self._loading: asyncio.Future[None] | object | None = None
         self._cookie_key: str | object | None = _MISSING
         self._key: str | None = None
-        self.accessed = False
-        self._modified = False
         # The rest of the state is set by _start_tracking(), once the session is loaded.
 
     def _start_tracking(self) -> None:
-        self._changed: set[str] = set()
-        self._replace = False
-        self._all_dirty = False
+        self._reset_changes()
         self._meta_changed = False
         self._written = False
         self._created_at: float | None = None
@@ -182,164 +171,6 @@ class Session(dict[str, Any]):
         self._expiry = record.expiry
         self._owner = record.owner
 
-    def _require_loaded(self, operation: str) -> None:
-        if not self._loaded:
-            raise SessionNotLoaded(operation)
-        self.accessed = True
-
-    # -- reading -----------------------------------------------------------------------
-
-    def __getitem__(self, key: str) -> Any:
-        if not self._loaded:
-            raise SessionNotLoaded(f"reading {key!r}")
-        self.accessed = True
-        return dict.__getitem__(self, key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        if not self._loaded:
-            raise SessionNotLoaded(f"reading {key!r}")
-        self.accessed = True
-        return dict.get(self, key, default)
-
-    def __contains__(self, key: object) -> bool:
-        if not self._loaded:
-            raise SessionNotLoaded(f"checking for {key!r}")
-        self.accessed = True
-        return dict.__contains__(self, key)
-
-    def __len__(self) -> int:
-        if not self._loaded:
-            raise SessionNotLoaded("len()")
-        self.accessed = True
-        return dict.__len__(self)
-
-    def __iter__(self) -> Iterator[str]:
-        if not self._loaded:
-            raise SessionNotLoaded("iteration")
-        self.accessed = True
-        return dict.__iter__(self)
-
-    def __reversed__(self) -> Iterator[str]:
-        self._require_loaded("iteration")
-        return dict.__reversed__(self)
-
-    def keys(self) -> dict_keys[str, Any]:
-        self._require_loaded("keys()")
-        return dict.keys(self)
-
-    def values(self) -> dict_values[str, Any]:
-        self._require_loaded("values()")
-        return dict.values(self)
-
-    def items(self) -> dict_items[str, Any]:
-        self._require_loaded("items()")
-        return dict.items(self)
-
-    def copy(self) -> dict[str, Any]:
-        """A plain ``dict`` copy of the data."""
-        self._require_loaded("copy()")
-        return dict(dict.items(self))
-
-    def __eq__(self, other: object) -> bool:
-        self._require_loaded("comparison")
-        return dict.__eq__(self, other)
-
-    def __ne__(self, other: object) -> bool:
-        self._require_loaded("comparison")
-        return dict.__ne__(self, other)
-
-    __hash__ = None
-
-    def __or__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
-        self._require_loaded("the | operator")
-        return dict(dict.items(self)) | other  # type: ignore[no-any-return]
-
-    def __ror__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
-        self._require_loaded("the | operator")
-        return other | dict(dict.items(self))  # type: ignore[no-any-return]
-
-    def __repr__(self) -> str:
-        if not self._loaded:
-            return "<Session (not loaded)>"
-        return f"<Session {dict.__repr__(self)}>"
-
-    # -- writing -----------------------------------------------------------------------
-
-    def _mark(self, key: str) -> None:
-        self._changed.add(key)
-        self._modified = True
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if not self._loaded:
-            raise SessionNotLoaded(f"setting {key!r}")
-        if not isinstance(key, str):
-            raise TypeError(f"Session keys must be str, not {type(key).__name__} ({key!r}).")
-        dict.__setitem__(self, key, value)
-        self._mark(key)
-
-    def __delitem__(self, key: str) -> None:
-        self._require_loaded(f"deleting {key!r}")
-        dict.__delitem__(self, key)
-        self._mark(key)
-
-    def pop(self, key: str, default: Any = _MISSING) -> Any:
-        """Remove ``key`` and return its value; marks the session modified only if it was there."""
-        self._require_loaded(f"pop({key!r})")
-        if dict.__contains__(self, key):
-            self._mark(key)
-            return dict.pop(self, key)
-        if default is _MISSING:
-            raise KeyError(key)
-        return default
-
-    def popitem(self) -> tuple[str, Any]:
-        """Remove and return the last inserted item."""
-        self._require_loaded("popitem()")
-        key, value = dict.popitem(self)
-        self._mark(key)
-        return key, value
-
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        """Return ``self[key]``, inserting ``default`` first if it is missing."""
-        self._require_loaded(f"setdefault({key!r})")
-        if dict.__contains__(self, key):
-            return dict.__getitem__(self, key)
-        self[key] = default
-        return default
-
-    def update(self, other: Any = (), /, **kwargs: Any) -> None:
-        """As ``dict.update``; always marks the session modified."""
-        self._require_loaded("update()")
-        items = other.items() if isinstance(other, Mapping) else other
-        for key, value in items:
-            self[key] = value
-        for key, value in kwargs.items():
-            self[key] = value
-        self._modified = True
-
-    def __ior__(self, other: Any) -> Session:  # type: ignore[override]
-        self.update(other)
-        return self
-
-    def clear(self) -> None:
-        """Remove every key; the save replaces the whole stored record."""
-        self._require_loaded("clear()")
-        dict.clear(self)
-        self._changed.clear()
-        self._replace = True
-        self._modified = True
-
-    @property
-    def modified(self) -> bool:
-        """Whether the session will be saved. Set it to ``True`` after a nested mutation."""
-        return self._modified
-
-    @modified.setter
-    def modified(self, value: bool) -> None:
-        self._modified = value
-        # Nested changes are invisible, so a forced save writes every key.
-        self._all_dirty = value
-
     @property
     def is_empty(self) -> bool:
         """No stored record and no data (``True`` before the session is loaded)."""
@@ -382,33 +213,9 @@ class Session(dict[str, Any]):
         a cookie that ends when the browser closes; ``None`` for the middleware's default.
         """
         self._require_loaded("set_expiry()")
-        if value is None:
-            expiry = None
-        elif isinstance(value, bool):
-            raise TypeError("set_expiry() takes seconds, a timedelta, a datetime, 0 or None.")
-        elif isinstance(value, int):
-            expiry = f"s:{value}"
-        elif isinstance(value, timedelta):
-            expiry = f"a:{self._config.store.clock() + value.total_seconds()!r}"
-        elif isinstance(value, datetime):
-            if value.tzinfo is None:
-                raise ValueError(
-                    f"set_expiry() needs an aware datetime, not the naive {value!r}: "
-                    "use datetime.now(UTC) + timedelta(...)."
-                )
-            expiry = f"a:{value.timestamp()!r}"
-        else:
-            raise TypeError(
-                f"set_expiry() takes seconds, a timedelta, a datetime, 0 or None, "
-                f"not {type(value).__name__}."
-            )
-        self._expiry = expiry
+        self._expiry = encode_expiry(value, self._config.store.clock())
         self._meta_changed = True
         self._modified = True
-
-    def _default_age(self) -> int:
-        max_age = self._config.max_age
-        return DEFAULT_MAX_AGE if max_age is None else max_age
 
     def get_expiry_age(self) -> int:
         """Seconds from now until the session expires."""
@@ -424,25 +231,21 @@ class Session(dict[str, Any]):
     def get_expire_at_browser_close(self) -> bool:
         """Whether the cookie ends with the browser session (no Max-Age)."""
         self._require_loaded("get_expire_at_browser_close()")
-        if self._expiry is None:
-            return self._config.max_age is None
-        return self._expiry == "s:0"
+        return ends_with_browser(self._expiry, self._config.max_age)
 
     def _expires_at(self, now: float) -> float:
-        expiry = self._expiry
-        if expiry is not None and expiry[0] == "a":
-            expires_at = float(expiry[2:])
-        else:
-            seconds = int(expiry[2:]) if expiry is not None else 0
-            expires_at = now + (seconds or self._default_age())
-        absolute = self._config.absolute_timeout
-        if absolute is not None:
-            created_at = self._created_at if self._created_at is not None else now
-            expires_at = min(expires_at, created_at + absolute)
-        return expires_at
+        config = self._config
+        return expires_at(
+            self._expiry,
+            now=now,
+            default_age=DEFAULT_MAX_AGE if config.max_age is None else config.max_age,
+            created_at=self._created_at,
+            absolute_timeout=config.absolute_timeout,
+        )
 
     def _cookie_max_age(self, now: float) -> int | None:
-        if self.get_expire_at_browser_close() and self._config.absolute_timeout is None:
+        config = self._config
+        if ends_with_browser(self._expiry, config.max_age) and config.absolute_timeout is None:
             return None
         return round(self._expires_at(now) - now)
 
