@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -37,6 +38,7 @@ from .harness import (
     spread,
     timed,
 )
+from .services import RedisUnavailable, redis_server
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -235,17 +237,16 @@ def main(argv: list[str] | None = None) -> int:
     print("Versions: " + ", ".join(f"{k} {v}" for k, v in info.items()))
     print(f"Starlette's SessionMiddleware: starlette {info['starlette']}")
 
-    redis_server = None
+    services = contextlib.ExitStack()
     redis_url = os.environ.get("REDIS_URL")
     tmpdir = tempfile.mkdtemp(prefix="bench-")
     started = time.monotonic()
     try:
         if not redis_url:
             try:
-                redis_server = harness.RedisServer()
-                redis_url = redis_server.url
+                redis_url = services.enter_context(redis_server())
                 print(f"Started redis-server on {redis_url}")
-            except Skip as exc:
+            except RedisUnavailable as exc:
                 print(f"No Redis: {exc}; Redis configurations skipped")
                 configs = [c for c in configs if "redis" not in c.name]
         else:
@@ -269,8 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                 only=set(args.only.split(",")) if args.only else None,
             )
     finally:
-        if redis_server is not None:
-            redis_server.stop()
+        services.close()
         shutil.rmtree(tmpdir, ignore_errors=True)
     elapsed = time.monotonic() - started
 

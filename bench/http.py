@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .harness import ENDPOINTS, Env, free_port, ratio_table, spread
+from .harness import ENDPOINTS, Env, ratio_table, spread
+from .services import free_port, stop_process
 
 HTTP_CONFIGS = [
     "bare",
@@ -100,13 +101,7 @@ class Server:
         raise RuntimeError(f"uvicorn for {self.name} does not accept connections")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=10)
 
 
 async def load(port: int, path: str, cookie: bytes, concurrency: int, seconds: float) -> float:

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
-import socket
-import subprocess
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +27,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from asgi_sessions import MemoryStore, SessionMiddleware, Store
+from bench.services import redis_server
 
 SECRET = "bench-secret-key-that-is-long-enough-000"
 
@@ -128,39 +126,6 @@ async def run_store(kind: str, store: Store, trials: int) -> dict[str, Any]:
     return result
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def start_redis(workdir: Path) -> tuple[str, subprocess.Popen[bytes]]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed (apt-get install redis-server)")
-    port = _free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    import redis
-
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with redis.Redis.from_url(url) as client:
-                client.ping()
-            return url, process
-        except redis.exceptions.ConnectionError:
-            if time.monotonic() > deadline:
-                process.kill()
-                raise
-            time.sleep(0.05)
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=1000)
@@ -171,34 +136,27 @@ async def main() -> None:
         choices=["memory", "sqlite", "redis"],
     )
     args = parser.parse_args()
-    redis_process = None
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            for kind in args.stores:
-                if kind == "memory":
-                    store: Store = MemoryStore()
-                elif kind == "sqlite":
-                    from asgi_sessions.stores.sqlite import SQLiteStore
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as services:
+        for kind in args.stores:
+            if kind == "memory":
+                store: Store = MemoryStore()
+            elif kind == "sqlite":
+                from asgi_sessions.stores.sqlite import SQLiteStore
 
-                    store = SQLiteStore(Path(tmp) / "lost_updates.sqlite3")
-                else:
-                    from asgi_sessions.stores.redis import RedisStore
+                store = SQLiteStore(Path(tmp) / "lost_updates.sqlite3")
+            else:
+                from asgi_sessions.stores.redis import RedisStore
 
-                    url = os.environ.get("REDIS_URL")
-                    if not url:
-                        url, redis_process = start_redis(Path(tmp))
-                    store = RedisStore.from_url(url, prefix="bench_lost_updates:")
-                result = await run_store(kind, store, args.trials)
-                print(
-                    f"{kind:7} trials={args.trials}  lost keys: 2 writers={result['lost_keys_2']} "
-                    f"({result['seconds_2']} s), 10 writers={result['lost_keys_10']} "
-                    f"({result['seconds_10']} s)  resurrections={result['resurrections']}",
-                    flush=True,
-                )
-        finally:
-            if redis_process is not None:
-                redis_process.terminate()
-                redis_process.wait()
+                # Started here, after the stores listed before it have run.
+                url = services.enter_context(redis_server())
+                store = RedisStore.from_url(url, prefix="bench_lost_updates:")
+            result = await run_store(kind, store, args.trials)
+            print(
+                f"{kind:7} trials={args.trials}  lost keys: 2 writers={result['lost_keys_2']} "
+                f"({result['seconds_2']} s), 10 writers={result['lost_keys_10']} "
+                f"({result['seconds_10']} s)  resurrections={result['resurrections']}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ import redis.asyncio
 
 from asgi_sessions import RedisStore, SQLiteStore, Store
 from asgi_sessions.stores.base import SessionWrite, hash_key
-from bench.redis_figures import _FILL, redis_server
+from bench.redis_figures import _FILL
+from bench.services import redis_server
 
 OWNER = "me"
 TTL = 3600.0

@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import tempfile
+from contextlib import nullcontext
 
 from pyinstrument import Profiler
 
-from .harness import CONFIGS, SWEEP, Env, RedisServer, build, timed
+from .harness import CONFIGS, SWEEP, Env, build, timed
+from .services import redis_server
 
 
 async def profile(name: str, endpoint: str, requests: int, env: Env, html: str | None) -> None:
@@ -42,14 +44,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--html", help="also write pyinstrument's HTML report here")
     args = parser.parse_args()
-    server = RedisServer() if "redis" in args.config else None
-    try:
-        with tempfile.TemporaryDirectory() as tmpdir:
-            env = Env(redis_url=server.url if server else "", tmpdir=tmpdir)
-            asyncio.run(profile(args.config, args.endpoint, args.requests, env, args.html))
-    finally:
-        if server is not None:
-            server.stop()
+    redis = redis_server() if "redis" in args.config else nullcontext("")
+    with redis as redis_url, tempfile.TemporaryDirectory() as tmpdir:
+        env = Env(redis_url=redis_url, tmpdir=tmpdir)
+        asyncio.run(profile(args.config, args.endpoint, args.requests, env, args.html))
 
 
 if __name__ == "__main__":

@@ -11,15 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
-import socket
 import statistics
-import subprocess
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -35,46 +30,13 @@ from starlette.routing import Route
 from asgi_sessions import SessionMiddleware
 from asgi_sessions.stores.base import SessionWrite
 from asgi_sessions.stores.redis import RedisStore
+from bench.services import redis_server
 
 ROUNDS = 15
 OPS = 200
 SECRET = "bench-secret-key-that-is-long-enough-0000"
 
 Op = Callable[[], Awaitable[Any]]
-
-
-@contextmanager
-def redis_server() -> Iterator[str]:
-    url = os.environ.get("REDIS_URL")
-    if url:
-        yield url
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed; install it or set REDIS_URL.")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    with tempfile.TemporaryDirectory() as workdir:
-        command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir,
-                   "--save", "", "--appendonly", "no"]  # fmt: skip
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"redis://127.0.0.1:{port}/0"
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    with redis.Redis.from_url(url, socket_connect_timeout=0.2) as client:
-                        client.ping()
-                    break
-                except redis.exceptions.ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
-            yield url
-        finally:
-            process.terminate()
-            process.wait()
 
 
 def session_data(size: int) -> dict[str, str]:

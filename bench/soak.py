@@ -18,19 +18,19 @@ import argparse
 import asyncio
 import os
 import random
-import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from bench.services import free_port, redis_server
 
 SECRET = "soak-secret-key-that-is-long-enough-0000"
 
@@ -108,13 +108,6 @@ def make_app() -> Any:
 
 
 # -- the driver -----------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _rss_kib(pid: int) -> int:
@@ -219,32 +212,6 @@ async def report_loop(
             return
 
 
-def _start_redis(workdir: Path) -> tuple[str, subprocess.Popen[bytes] | None]:
-    url = os.environ.get("REDIS_URL")
-    if url:
-        return url, None
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed (apt-get install redis-server)")
-    port = _free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            _redis_dbsize(url)
-            return url, process
-        except Exception:
-            if time.monotonic() > deadline:
-                process.kill()
-                raise
-            time.sleep(0.05)
-
-
 async def _wait_for(base: str, server: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 20
     async with httpx.AsyncClient(base_url=base) as client:
@@ -268,15 +235,14 @@ async def main() -> None:
     parser.add_argument("--every", type=float, default=30.0, help="seconds between reports")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        redis_process = None
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as services:
         if args.store == "sqlite":
             where: Any = Path(tmp) / "soak.sqlite3"
             url = f"sqlite:///{where}"  # an absolute path gives four slashes
         else:
-            url, redis_process = _start_redis(Path(tmp))
+            url = services.enter_context(redis_server())
             where = url
-        port = _free_port()
+        port = free_port()
         env = {
             **os.environ,
             "SOAK_STORE_URL": url,
@@ -309,9 +275,6 @@ async def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=20)
-            if redis_process is not None:
-                redis_process.terminate()
-                redis_process.wait()
 
 
 if __name__ == "__main__":

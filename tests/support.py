@@ -1,10 +1,12 @@
-"""Small helpers for tests: an app around one handler, an HTTP client, a store spy."""
+"""Small helpers for tests: an app around one handler, an HTTP client, a store spy, the
+changes a store is asked to save."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from asgi_sessions import Session, SessionMiddleware, Store
+from asgi_sessions.stores.base import SessionWrite
 
 SECRET = "test-secret-key-that-is-long-enough-000"
 
@@ -112,3 +115,38 @@ async def saved_session(store: Store, data: dict[str, Any], **options: Any) -> t
 
 def headers_with(cookie: str, name: str = "session") -> list[tuple[bytes, bytes]]:
     return [(b"cookie", f"{name}={cookie}".encode())]
+
+
+def encoded(data: Mapping[str, object]) -> dict[str, str]:
+    """``data`` with each value JSON-encoded, as ``SessionWrite.set`` holds them."""
+    return {key: json.dumps(value) for key, value in data.items()}
+
+
+def session_write(
+    now: float,
+    *,
+    set: Mapping[str, str] | None = None,
+    deleted: frozenset[str] = frozenset(),
+    create: bool = False,
+    replace: bool = False,
+    owner: str | None = None,
+    ttl: float = 3600,
+    created_at: float | None = None,
+) -> SessionWrite:
+    """A change made at ``now`` that expires ``ttl`` seconds later.
+
+    ``set`` holds already-encoded values (see ``encoded``). ``created_at``, and with it
+    ``updated_at``, default to ``now``.
+    """
+    if created_at is None:
+        created_at = now
+    return SessionWrite(
+        set=set or {},
+        deleted=deleted,
+        replace=replace,
+        create=create,
+        expires_at=now + ttl,
+        created_at=created_at,
+        updated_at=created_at,
+        owner=owner,
+    )

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from asgi_sessions.cli import main
-from asgi_sessions.stores.base import SessionWrite
 from asgi_sessions.stores.sqlite import SQLiteStore
+from tests.support import encoded, session_write
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,19 +29,10 @@ async def seed(
         for key, (data, ttl, owner) in sessions.items():
             now = time.time()
             created = now + ttl - 60 if ttl < 0 else now
-            await store.save(
-                key,
-                SessionWrite(
-                    set={k: json.dumps(v) for k, v in data.items()},
-                    deleted=frozenset(),
-                    replace=False,
-                    create=True,
-                    expires_at=now + ttl,
-                    created_at=created,
-                    updated_at=created,
-                    owner=owner,
-                ),
+            change = session_write(
+                now, set=encoded(data), create=True, owner=owner, ttl=ttl, created_at=created
             )
+            await store.save(key, change)
 
 
 @pytest.fixture

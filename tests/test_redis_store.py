@@ -26,36 +26,14 @@ from starlette.routing import Route
 
 from asgi_sessions import MissingDependency, SessionMiddleware, SessionStoreError
 from asgi_sessions.errors import ImproperlyConfigured, KeyCollision, SessionInterrupted
-from asgi_sessions.stores.base import SessionWrite, hash_key, public_id_for
+from asgi_sessions.stores.base import hash_key, public_id_for
 from asgi_sessions.stores.redis import RedisStore
 from tests.clock import FakeClock
 from tests.redis_server import RedisProcess, free_port
+from tests.support import session_write
 
 KEY = "k" * 43
 SECRET = "redis-store-test-secret-that-is-long-enough"
-
-
-def change(
-    clock: FakeClock,
-    *,
-    set: dict[str, str] | None = None,
-    deleted: frozenset[str] = frozenset(),
-    create: bool = False,
-    replace: bool = False,
-    owner: str | None = None,
-    ttl: float = 3600,
-) -> SessionWrite:
-    now = clock()
-    return SessionWrite(
-        set=set or {},
-        deleted=deleted,
-        replace=replace,
-        create=create,
-        expires_at=now + ttl,
-        created_at=now,
-        updated_at=now,
-        owner=owner,
-    )
 
 
 @pytest.fixture
@@ -97,7 +75,7 @@ class CommandCounter:
 async def test_a_session_is_one_hash_named_by_the_hash_of_its_key(
     rstore: RedisStore, sync_redis: redis.Redis, clock: FakeClock
 ) -> None:
-    await rstore.save(KEY, change(clock, set={"user": '"ada"', "m:e": "1"}, create=True))
+    await rstore.save(KEY, session_write(clock(), set={"user": '"ada"', "m:e": "1"}, create=True))
 
     stored = sync_redis.hgetall(f"asgi_sessions:{hash_key(KEY)}")
 
@@ -110,7 +88,7 @@ async def test_a_session_is_one_hash_named_by_the_hash_of_its_key(
 async def test_the_raw_session_key_appears_nowhere_in_the_database(
     rstore: RedisStore, sync_redis: redis.Redis, clock: FakeClock
 ) -> None:
-    await rstore.save(KEY, change(clock, set={"a": '"1"'}, create=True, owner="u1"))
+    await rstore.save(KEY, session_write(clock(), set={"a": '"1"'}, create=True, owner="u1"))
 
     dump = []
     for name in sync_redis.scan_iter():
@@ -127,7 +105,7 @@ async def test_the_raw_session_key_appears_nowhere_in_the_database(
 async def test_the_hash_expires_natively_when_the_session_does(
     rstore: RedisStore, sync_redis: redis.Redis, clock: FakeClock
 ) -> None:
-    await rstore.save(KEY, change(clock, set={"a": "1"}, create=True, ttl=600))
+    await rstore.save(KEY, session_write(clock(), set={"a": "1"}, create=True, ttl=600))
 
     pttl = sync_redis.pttl(f"asgi_sessions:{hash_key(KEY)}")
 
@@ -138,15 +116,15 @@ async def test_the_hash_expires_natively_when_the_session_does(
 async def test_a_record_our_clock_calls_expired_reads_as_missing(
     rstore: RedisStore, clock: FakeClock
 ) -> None:
-    await rstore.save(KEY, change(clock, set={"a": "1"}, create=True, ttl=60))
+    await rstore.save(KEY, session_write(clock(), set={"a": "1"}, create=True, ttl=60))
 
     clock.advance(61)
 
     assert await rstore.load(KEY) is None
     with pytest.raises(SessionInterrupted):
-        await rstore.save(KEY, change(clock, set={"a": "2"}))
+        await rstore.save(KEY, session_write(clock(), set={"a": "2"}))
     # ...and a new session may take its place.
-    await rstore.save(KEY, change(clock, set={"b": "3"}, create=True))
+    await rstore.save(KEY, session_write(clock(), set={"b": "3"}, create=True))
     loaded = await rstore.load(KEY)
     assert loaded is not None
     assert loaded.data == {"b": "3"}
@@ -156,7 +134,7 @@ async def test_a_custom_prefix_names_every_key(
     redis_url: str, sync_redis: redis.Redis, clock: FakeClock
 ) -> None:
     async with RedisStore.from_url(redis_url, prefix="app1:", clock=clock) as store:
-        await store.save(KEY, change(clock, set={"a": "1"}, create=True, owner="u1"))
+        await store.save(KEY, session_write(clock(), set={"a": "1"}, create=True, owner="u1"))
 
     assert sorted(sync_redis.keys()) == [f"app1:{hash_key(KEY)}".encode(), b"app1:owner:u1"]
 
@@ -168,7 +146,7 @@ async def test_a_client_given_by_the_app_may_decode_responses_or_not(
     client = redis.asyncio.Redis.from_url(redis_url, decode_responses=decode_responses)
     try:
         store = RedisStore(client, clock=clock)
-        await store.save(KEY, change(clock, set={"a": '"é"'}, create=True, owner="u1"))
+        await store.save(KEY, session_write(clock(), set={"a": '"é"'}, create=True, owner="u1"))
         loaded = await store.load(KEY)
         assert loaded is not None
         assert loaded.data == {"a": '"é"'}
@@ -183,8 +161,8 @@ async def test_thousands_of_keys_are_written_and_deleted_in_one_save(
     rstore: RedisStore, clock: FakeClock
 ) -> None:
     many = {f"k{i}": str(i) for i in range(2500)}
-    await rstore.save(KEY, change(clock, set=many, create=True))
-    await rstore.save(KEY, change(clock, deleted=frozenset(f"k{i}" for i in range(1200))))
+    await rstore.save(KEY, session_write(clock(), set=many, create=True))
+    await rstore.save(KEY, session_write(clock(), deleted=frozenset(f"k{i}" for i in range(1200))))
 
     loaded = await rstore.load(KEY)
 
@@ -199,7 +177,7 @@ async def test_a_load_and_a_save_are_one_round_trip_each(
     rstore: RedisStore, clock: FakeClock
 ) -> None:
     # The first use of each script loads it (EVALSHA, NOSCRIPT, SCRIPT LOAD, EVALSHA).
-    await rstore.save(KEY, change(clock, set={"a": "1"}, create=True))
+    await rstore.save(KEY, session_write(clock(), set={"a": "1"}, create=True))
     await rstore.delete("other" * 9)
     counter = CommandCounter(rstore.client)
 
@@ -207,7 +185,7 @@ async def test_a_load_and_a_save_are_one_round_trip_each(
     assert counter.commands == {"HGETALL": 1}
 
     counter.reset()
-    await rstore.save(KEY, change(clock, set={"b": "2"}))
+    await rstore.save(KEY, session_write(clock(), set={"b": "2"}))
     assert counter.commands == {"EVALSHA": 1}
 
     counter.reset()
@@ -218,10 +196,10 @@ async def test_a_load_and_a_save_are_one_round_trip_each(
 async def test_a_save_reloads_its_script_after_the_server_forgot_it(
     rstore: RedisStore, sync_redis: redis.Redis, clock: FakeClock
 ) -> None:
-    await rstore.save(KEY, change(clock, set={"a": "1"}, create=True))
+    await rstore.save(KEY, session_write(clock(), set={"a": "1"}, create=True))
     sync_redis.script_flush()
 
-    await rstore.save(KEY, change(clock, set={"a": "2"}))
+    await rstore.save(KEY, session_write(clock(), set={"a": "2"}))
 
     loaded = await rstore.load(KEY)
     assert loaded is not None
@@ -235,11 +213,11 @@ async def test_concurrent_saves_of_different_keys_both_survive(
         RedisStore.from_url(redis_url, clock=clock) as one,
         RedisStore.from_url(redis_url, clock=clock) as two,
     ):
-        await one.save(KEY, change(clock, set={"base": "0"}, create=True))
+        await one.save(KEY, session_write(clock(), set={"base": "0"}, create=True))
         for round_ in range(20):
             await asyncio.gather(
-                one.save(KEY, change(clock, set={f"a{round_}": "1"})),
-                two.save(KEY, change(clock, set={f"b{round_}": "2"})),
+                one.save(KEY, session_write(clock(), set={f"a{round_}": "1"})),
+                two.save(KEY, session_write(clock(), set={f"b{round_}": "2"})),
             )
         loaded = await one.load(KEY)
 
@@ -250,11 +228,11 @@ async def test_concurrent_saves_of_different_keys_both_survive(
 async def test_an_update_of_a_deleted_session_raises_and_does_not_resurrect_it(
     rstore: RedisStore, clock: FakeClock
 ) -> None:
-    await rstore.save(KEY, change(clock, set={"a": "1"}, create=True, owner="u1"))
+    await rstore.save(KEY, session_write(clock(), set={"a": "1"}, create=True, owner="u1"))
     await rstore.delete(KEY)
 
     with pytest.raises(SessionInterrupted):
-        await rstore.save(KEY, change(clock, set={"a": "2"}, owner="u1"))
+        await rstore.save(KEY, session_write(clock(), set={"a": "2"}, owner="u1"))
 
     assert await rstore.load(KEY) is None
     assert await rstore.list_sessions("u1") == []
@@ -263,10 +241,10 @@ async def test_an_update_of_a_deleted_session_raises_and_does_not_resurrect_it(
 async def test_creating_over_a_live_session_raises_key_collision(
     rstore: RedisStore, clock: FakeClock
 ) -> None:
-    await rstore.save(KEY, change(clock, set={"a": "1"}, create=True))
+    await rstore.save(KEY, session_write(clock(), set={"a": "1"}, create=True))
 
     with pytest.raises(KeyCollision):
-        await rstore.save(KEY, change(clock, set={"b": "2"}, create=True))
+        await rstore.save(KEY, session_write(clock(), set={"b": "2"}, create=True))
 
     loaded = await rstore.load(KEY)
     assert loaded is not None
@@ -276,11 +254,11 @@ async def test_creating_over_a_live_session_raises_key_collision(
 async def test_replace_drops_every_old_key_but_keeps_the_creation_time(
     rstore: RedisStore, clock: FakeClock
 ) -> None:
-    await rstore.save(KEY, change(clock, set={"a": "1", "b": "2"}, create=True))
+    await rstore.save(KEY, session_write(clock(), set={"a": "1", "b": "2"}, create=True))
     created = clock()
     clock.advance(10)
 
-    await rstore.save(KEY, change(clock, set={"c": "3"}, replace=True))
+    await rstore.save(KEY, session_write(clock(), set={"c": "3"}, replace=True))
 
     loaded = await rstore.load(KEY)
     assert loaded is not None
@@ -295,7 +273,7 @@ async def test_replace_drops_every_old_key_but_keeps_the_creation_time(
 async def test_the_owner_index_is_a_sorted_set_of_store_ids_scored_by_expiry(
     rstore: RedisStore, sync_redis: redis.Redis, clock: FakeClock
 ) -> None:
-    await rstore.save(KEY, change(clock, set={"a": "1"}, create=True, owner="u1", ttl=100))
+    await rstore.save(KEY, session_write(clock(), set={"a": "1"}, create=True, owner="u1", ttl=100))
 
     members = sync_redis.zrange("asgi_sessions:owner:u1", 0, -1, withscores=True)
 
@@ -306,21 +284,21 @@ async def test_the_owner_index_is_a_sorted_set_of_store_ids_scored_by_expiry(
 async def test_changing_the_owner_moves_the_session_between_indexes(
     rstore: RedisStore, sync_redis: redis.Redis, clock: FakeClock
 ) -> None:
-    await rstore.save(KEY, change(clock, set={"a": "1"}, create=True, owner="u1"))
-    await rstore.save(KEY, change(clock, owner="u2"))
+    await rstore.save(KEY, session_write(clock(), set={"a": "1"}, create=True, owner="u1"))
+    await rstore.save(KEY, session_write(clock(), owner="u2"))
 
     assert await rstore.list_sessions("u1") == []
     assert len(await rstore.list_sessions("u2")) == 1
     assert not sync_redis.exists("asgi_sessions:owner:u1")
 
-    await rstore.save(KEY, change(clock))  # owner cleared
+    await rstore.save(KEY, session_write(clock()))  # owner cleared
     assert await rstore.list_sessions("u2") == []
 
 
 async def test_deleting_a_session_removes_it_from_its_owners_index(
     rstore: RedisStore, sync_redis: redis.Redis, clock: FakeClock
 ) -> None:
-    await rstore.save(KEY, change(clock, set={"a": "1"}, create=True, owner="u1"))
+    await rstore.save(KEY, session_write(clock(), set={"a": "1"}, create=True, owner="u1"))
 
     await rstore.delete(KEY)
 
@@ -332,7 +310,7 @@ async def test_listing_cleans_members_whose_session_vanished(
 ) -> None:
     keys = [f"{i}" * 43 for i in range(3)]
     for key in keys:
-        await rstore.save(key, change(clock, set={"a": "1"}, create=True, owner="u1"))
+        await rstore.save(key, session_write(clock(), set={"a": "1"}, create=True, owner="u1"))
         clock.advance(1)
     # As if Redis had expired it natively.
     sync_redis.delete(f"asgi_sessions:{hash_key(keys[1])}")
@@ -346,8 +324,12 @@ async def test_listing_cleans_members_whose_session_vanished(
 async def test_listing_drops_sessions_expired_by_the_clock(
     rstore: RedisStore, sync_redis: redis.Redis, clock: FakeClock
 ) -> None:
-    await rstore.save("a" * 43, change(clock, set={"a": "1"}, create=True, owner="u1", ttl=10))
-    await rstore.save("b" * 43, change(clock, set={"a": "1"}, create=True, owner="u1", ttl=100))
+    await rstore.save(
+        "a" * 43, session_write(clock(), set={"a": "1"}, create=True, owner="u1", ttl=10)
+    )
+    await rstore.save(
+        "b" * 43, session_write(clock(), set={"a": "1"}, create=True, owner="u1", ttl=100)
+    )
     clock.advance(50)
 
     listed = await rstore.list_sessions("u1")
@@ -361,8 +343,8 @@ async def test_revoke_and_revoke_all_delete_sessions_and_index_entries(
 ) -> None:
     keys = [f"{i}" * 43 for i in range(4)]
     for key in keys:
-        await rstore.save(key, change(clock, set={"a": "1"}, create=True, owner="u1"))
-    await rstore.save("x" * 43, change(clock, set={"a": "1"}, create=True, owner="u2"))
+        await rstore.save(key, session_write(clock(), set={"a": "1"}, create=True, owner="u1"))
+    await rstore.save("x" * 43, session_write(clock(), set={"a": "1"}, create=True, owner="u2"))
     ids = [public_id_for(hash_key(key)) for key in keys]
 
     assert await rstore.revoke("u1", ids[0]) == 1
@@ -503,7 +485,7 @@ async def test_every_operation_on_an_unreachable_server_raises_a_store_error_tha
     port = free_port()  # nobody listens there
     calls = {
         "load": lambda store: store.load(KEY),
-        "save": lambda store: store.save(KEY, change(clock, set={"a": "1"}, create=True)),
+        "save": lambda store: store.save(KEY, session_write(clock(), set={"a": "1"}, create=True)),
         "delete": lambda store: store.delete(KEY),
         "list_sessions": lambda store: store.list_sessions("u1"),
         "revoke_all": lambda store: store.revoke_all("u1"),
@@ -562,13 +544,8 @@ async def test_a_burst_past_the_pool_size_waits_for_connections_instead_of_faili
 ) -> None:
     import asyncio
 
-    from asgi_sessions.stores.base import SessionWrite
-
     async with RedisStore.from_url(redis_url, max_connections=8) as store:
-        change = SessionWrite(
-            set={"a": "1"}, deleted=frozenset(), replace=True, create=True,
-            expires_at=time.time() + 60, created_at=time.time(), updated_at=time.time(),
-        )  # fmt: skip
+        change = session_write(time.time(), set={"a": "1"}, create=True, replace=True, ttl=60)
         await store.save("burst-key".ljust(43, "x"), change)
         loaded = await asyncio.gather(*(store.load("burst-key".ljust(43, "x")) for _ in range(150)))
         assert all(record is not None and record.data == {"a": "1"} for record in loaded)

@@ -17,34 +17,13 @@ import pytest
 
 from asgi_sessions import SessionStoreError
 from asgi_sessions.errors import KeyCollision, SessionInterrupted
-from asgi_sessions.stores.base import SessionWrite, hash_key, public_id_for
+from asgi_sessions.stores.base import hash_key, public_id_for
 from asgi_sessions.stores.sqlite import SCHEMA_VERSION, SQLiteStore
 from tests.clock import FakeClock
+from tests.support import encoded, session_write
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "k" * 43
-
-
-def change(
-    now: float,
-    *,
-    create: bool = False,
-    set: dict[str, object] | None = None,
-    deleted: frozenset[str] = frozenset(),
-    replace: bool = False,
-    ttl: float = 3600,
-    owner: str | None = None,
-) -> SessionWrite:
-    return SessionWrite(
-        set={key: json.dumps(value) for key, value in (set or {}).items()},
-        deleted=deleted,
-        replace=replace,
-        create=create,
-        expires_at=now + ttl,
-        created_at=now,
-        updated_at=now,
-        owner=owner,
-    )
 
 
 @pytest.fixture
@@ -64,7 +43,7 @@ def pragma(path: Path, name: str) -> object:
 async def test_the_file_is_in_wal_mode_with_a_versioned_schema(
     db: SQLiteStore, clock: FakeClock
 ) -> None:
-    await db.save(KEY, change(clock(), create=True, set={"a": 1}))
+    await db.save(KEY, session_write(clock(), create=True, set=encoded({"a": 1})))
     assert pragma(Path(db.path), "journal_mode") == "wal"
     assert pragma(Path(db.path), "user_version") == SCHEMA_VERSION
 
@@ -90,8 +69,8 @@ async def test_a_file_with_a_newer_schema_is_refused(tmp_path: Path) -> None:
 
 
 async def test_the_raw_key_never_reaches_the_file(db: SQLiteStore, clock: FakeClock) -> None:
-    await db.save(KEY, change(clock(), create=True, set={"user": "ann"}))
-    await db.save(KEY, change(clock(), set={"more": 2}))
+    await db.save(KEY, session_write(clock(), create=True, set=encoded({"user": "ann"})))
+    await db.save(KEY, session_write(clock(), set=encoded({"more": 2})))
     await db.aclose()
     raw = b"".join(p.read_bytes() for p in Path(db.path).parent.iterdir() if p.is_file())
     assert KEY.encode() not in raw
@@ -101,8 +80,10 @@ async def test_the_raw_key_never_reaches_the_file(db: SQLiteStore, clock: FakeCl
 async def test_concurrent_saves_of_different_keys_all_survive(
     db: SQLiteStore, clock: FakeClock
 ) -> None:
-    await db.save(KEY, change(clock(), create=True, set={"seed": 0}))
-    await asyncio.gather(*(db.save(KEY, change(clock(), set={f"k{i}": i})) for i in range(50)))
+    await db.save(KEY, session_write(clock(), create=True, set=encoded({"seed": 0})))
+    await asyncio.gather(
+        *(db.save(KEY, session_write(clock(), set=encoded({f"k{i}": i}))) for i in range(50))
+    )
     stored = await db.load(KEY)
     assert stored is not None
     assert len(stored.data) == 51
@@ -111,21 +92,21 @@ async def test_concurrent_saves_of_different_keys_all_survive(
 async def test_a_save_after_expiry_is_interrupted_and_does_not_resurrect(
     db: SQLiteStore, clock: FakeClock
 ) -> None:
-    await db.save(KEY, change(clock(), create=True, set={"a": 1}, ttl=10))
+    await db.save(KEY, session_write(clock(), create=True, set=encoded({"a": 1}), ttl=10))
     clock.advance(11)
     with pytest.raises(SessionInterrupted):
-        await db.save(KEY, change(clock(), set={"b": 2}))
+        await db.save(KEY, session_write(clock(), set=encoded({"b": 2})))
     assert await db.load(KEY) is None
 
 
 async def test_create_over_an_expired_record_starts_clean_but_a_live_one_collides(
     db: SQLiteStore, clock: FakeClock
 ) -> None:
-    await db.save(KEY, change(clock(), create=True, set={"old": 1}, ttl=10))
+    await db.save(KEY, session_write(clock(), create=True, set=encoded({"old": 1}), ttl=10))
     with pytest.raises(KeyCollision):
-        await db.save(KEY, change(clock(), create=True, set={"new": 2}))
+        await db.save(KEY, session_write(clock(), create=True, set=encoded({"new": 2})))
     clock.advance(11)
-    await db.save(KEY, change(clock(), create=True, set={"new": 2}))
+    await db.save(KEY, session_write(clock(), create=True, set=encoded({"new": 2})))
     stored = await db.load(KEY)
     assert stored is not None
     assert stored.data == {"new": "2"}
@@ -134,7 +115,7 @@ async def test_create_over_an_expired_record_starts_clean_but_a_live_one_collide
 async def test_an_expired_row_is_never_returned_even_before_cleanup(
     db: SQLiteStore, clock: FakeClock
 ) -> None:
-    await db.save(KEY, change(clock(), create=True, set={"a": 1}, ttl=10))
+    await db.save(KEY, session_write(clock(), create=True, set=encoded({"a": 1}), ttl=10))
     clock.advance(10)
     assert await db.load(KEY) is None
     assert await db.get(KEY) is None
@@ -148,8 +129,12 @@ async def test_clear_expired_counts_across_batches_and_keeps_live_ones(
 ) -> None:
     async with SQLiteStore(tmp_path / "s.sqlite3", clock=clock, purge_batch=7) as store:
         for i in range(30):
-            await store.save(f"gone{i}", change(clock(), create=True, set={"i": i}, ttl=5))
-        await store.save("stays", change(clock(), create=True, set={"i": 1}, ttl=100))
+            await store.save(
+                f"gone{i}", session_write(clock(), create=True, set=encoded({"i": i}), ttl=5)
+            )
+        await store.save(
+            "stays", session_write(clock(), create=True, set=encoded({"i": 1}), ttl=100)
+        )
         clock.advance(6)
         assert await store.clear_expired() == 30
         assert await store.clear_expired() == 0
@@ -162,7 +147,7 @@ async def test_clear_expired_counts_across_batches_and_keeps_live_ones(
 async def test_get_returns_a_record_with_an_aware_utc_expiry(
     db: SQLiteStore, clock: FakeClock
 ) -> None:
-    await db.save(KEY, change(clock(), create=True, set={"cart": [1, 2]}, ttl=60))
+    await db.save(KEY, session_write(clock(), create=True, set=encoded({"cart": [1, 2]}), ttl=60))
     record = await db.get(KEY)
     assert record is not None
     assert record.session_key == KEY
@@ -175,9 +160,11 @@ async def test_the_owner_index_lists_and_revokes_by_public_id(
     db: SQLiteStore, clock: FakeClock
 ) -> None:
     for i in range(3):
-        await db.save(f"key{i}", change(clock(), create=True, set={"i": i}, owner="ann"))
+        await db.save(
+            f"key{i}", session_write(clock(), create=True, set=encoded({"i": i}), owner="ann")
+        )
         clock.advance(1)
-    await db.save("bob", change(clock(), create=True, set={"i": 0}, owner="bob"))
+    await db.save("bob", session_write(clock(), create=True, set=encoded({"i": 0}), owner="bob"))
     listed = await db.list_sessions("ann")
     assert [s.public_id for s in listed] == [public_id_for(hash_key(f"key{i}")) for i in range(3)]
     assert await db.revoke("ann", listed[0].public_id) == 1
@@ -219,7 +206,7 @@ async def test_a_directory_that_cannot_be_created_fails_with_a_store_error(
     (tmp_path / "file").write_text("not a directory")
     async with SQLiteStore(tmp_path / "file" / "sub" / "s.sqlite3") as store:
         with pytest.raises(SessionStoreError, match="create its directory") as caught:
-            await store.save(KEY, change(0, create=True, set={"a": 1}))
+            await store.save(KEY, session_write(0, create=True, set=encoded({"a": 1})))
     assert isinstance(caught.value.__cause__, OSError)
 
 
@@ -229,17 +216,17 @@ async def test_a_read_only_file_fails_saves_with_a_store_error(
 ) -> None:
     path = tmp_path / "s.sqlite3"
     async with SQLiteStore(path, clock=clock) as store:
-        await store.save(KEY, change(clock(), create=True, set={"a": 1}))
+        await store.save(KEY, session_write(clock(), create=True, set=encoded({"a": 1})))
     path.chmod(0o444)
     async with SQLiteStore(path, clock=clock) as store:
         with pytest.raises(SessionStoreError, match="disk is not full"):
-            await store.save(KEY, change(clock(), set={"b": 1}))
+            await store.save(KEY, session_write(clock(), set=encoded({"b": 1})))
 
 
 async def test_aclose_is_idempotent_and_the_store_reopens_on_use(
     db: SQLiteStore, clock: FakeClock
 ) -> None:
-    await db.save(KEY, change(clock(), create=True, set={"a": 1}))
+    await db.save(KEY, session_write(clock(), create=True, set=encoded({"a": 1})))
     await db.aclose()
     await db.aclose()
     assert await db.load(KEY) is not None
