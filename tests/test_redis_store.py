@@ -7,6 +7,7 @@ look inside the server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
@@ -514,7 +515,9 @@ def test_a_bad_url_or_an_empty_prefix_is_a_configuration_error() -> None:
         RedisStore(client, prefix="")
 
 
-async def test_a_server_that_never_answers_fails_a_load_within_the_socket_timeout() -> None:
+@contextlib.asynccontextmanager
+async def silent_server() -> AsyncIterator[int]:
+    """A TCP server on loopback that reads everything and never answers; yields its port."""
     connections: list[asyncio.StreamWriter] = []
 
     async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -523,20 +526,39 @@ async def test_a_server_that_never_answers_fails_a_load_within_the_socket_timeou
             pass  # read everything, answer nothing
 
     server = await asyncio.start_server(swallow, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
     try:
-        async with RedisStore.from_url(f"redis://127.0.0.1:{port}", socket_timeout=0.5) as store:
-            started = time.monotonic()
-            with pytest.raises(SessionStoreError, match="Timeout"):
-                await store.load(KEY)
-            elapsed = time.monotonic() - started
+        yield server.sockets[0].getsockname()[1]
     finally:
         for writer in connections:
             writer.close()
         server.close()
         await server.wait_closed()
 
+
+async def test_a_server_that_never_answers_fails_a_load_within_the_socket_timeout() -> None:
+    async with silent_server() as port:
+        async with RedisStore.from_url(f"redis://127.0.0.1:{port}", socket_timeout=0.5) as store:
+            started = time.monotonic()
+            with pytest.raises(SessionStoreError, match="Timeout"):
+                await store.load(KEY)
+            elapsed = time.monotonic() - started
     assert 0.4 < elapsed < 1.5
+
+
+async def test_waiting_for_a_free_connection_gives_up_after_the_pool_timeout() -> None:
+    async with silent_server() as port:
+        url = f"redis://127.0.0.1:{port}"
+        async with RedisStore.from_url(
+            url, socket_timeout=2, max_connections=1, pool_timeout=0.2
+        ) as store:
+            stuck = asyncio.ensure_future(store.load(KEY))  # holds the only connection
+            await asyncio.sleep(0.05)
+            started = time.monotonic()
+            with pytest.raises(SessionStoreError, match=r"no free connection within 0\.2 s"):
+                await store.load(KEY)
+            assert time.monotonic() - started < 1.0
+            with pytest.raises(SessionStoreError):
+                await stuck
 
 
 async def test_a_burst_past_the_pool_size_waits_for_connections_instead_of_failing(

@@ -17,8 +17,9 @@ from the stored owner, which a Redis Cluster cannot route: use a single Redis se
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
@@ -182,6 +183,10 @@ class RedisStore(Store):
         self.prefix = prefix
         self._owns_client = False
         self._closed = False
+        # from_url() bounds concurrent commands to its pool's size, so a burst queues here
+        # instead of failing with "Too many connections"; a client you pass in is yours.
+        self._gate: asyncio.Semaphore | None = None
+        self._pool_timeout = 5.0
         self._errors: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
         self._where = _describe(client)
         self._write: AsyncScript = client.register_script(_WRITE)
@@ -221,21 +226,21 @@ class RedisStore(Store):
         )
         client_options.setdefault("decode_responses", True)
         try:
-            # A blocking pool: a burst past max_connections queues, where redis-py's default
-            # pool raises "Too many connections" and the request would fail.
-            pool = redis.asyncio.BlockingConnectionPool.from_url(
+            client = redis.asyncio.Redis.from_url(
                 url,
                 max_connections=max_connections,
-                timeout=pool_timeout,
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=socket_connect_timeout,
                 **client_options,
             )
-            client = redis.asyncio.Redis.from_pool(pool)
         except ValueError as exc:
             raise ImproperlyConfigured(f"Invalid Redis URL {url!r}: {exc}") from exc
         store = cls(client, prefix=prefix, clock=clock)
         store._owns_client = True
+        # A semaphore rather than redis-py's BlockingConnectionPool: that pool pays an
+        # asyncio.wait_for per command (measured +14 us on a ~100 us GET).
+        store._gate = asyncio.Semaphore(max_connections)
+        store._pool_timeout = pool_timeout
         return store
 
     def _failure(self, doing: str, exc: BaseException) -> SessionStoreError:
@@ -245,11 +250,38 @@ class RedisStore(Store):
             "timeouts and credentials."
         )
 
-    async def read(self, store_id: str) -> StoredSession | None:
+    async def _call(
+        self, doing: str, command: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+    ) -> Any:
+        """Run one Redis command; a failure becomes a SessionStoreError saying what failed."""
+        gate = self._gate
+        if gate is not None:
+            await self._acquire(gate, doing)
         try:
-            raw: dict[Any, Any] = await self.client.hgetall(self.prefix + store_id)
+            return await command(*args, **kwargs)
         except self._errors as exc:
-            raise self._failure("loading a session", exc) from exc
+            raise self._failure(doing, exc) from exc
+        finally:
+            if gate is not None:
+                gate.release()
+
+    async def _acquire(self, gate: asyncio.Semaphore, doing: str) -> None:
+        if not gate.locked():
+            await gate.acquire()
+            return
+        # Every connection is busy: wait for one, but not forever.
+        try:
+            async with asyncio.timeout(self._pool_timeout):
+                await gate.acquire()
+        except TimeoutError as exc:
+            raise self._failure(
+                f"{doing} (no free connection within {self._pool_timeout} s)", exc
+            ) from exc
+
+    async def read(self, store_id: str) -> StoredSession | None:
+        raw: dict[Any, Any] = await self._call(
+            "loading a session", self.client.hgetall, self.prefix + store_id
+        )
         if not raw:
             return None
         items: Iterable[tuple[Any, Any]] = raw.items()
@@ -295,10 +327,9 @@ class RedisStore(Store):
         ]
         for key, value in change.set.items():
             args += (_DATA + key, value)
-        try:
-            outcome = await self._write(keys=[self.prefix + store_id], args=args)
-        except self._errors as exc:
-            raise self._failure("saving a session", exc) from exc
+        outcome = await self._call(
+            "saving a session", self._write, keys=[self.prefix + store_id], args=args
+        )
         if outcome == 1:
             raise KeyCollision(f"A session with store id {store_id[:12]}... already exists.")
         if outcome == 2:
@@ -311,10 +342,7 @@ class RedisStore(Store):
         if not store_ids:
             return 0
         keys = [self.prefix + store_id for store_id in store_ids]
-        try:
-            removed = await self._remove(keys=keys, args=[self.prefix])
-        except self._errors as exc:
-            raise self._failure("deleting sessions", exc) from exc
+        removed = await self._call("deleting sessions", self._remove, keys=keys, args=[self.prefix])
         return int(removed)
 
     async def purge_expired(self) -> int:
@@ -322,12 +350,12 @@ class RedisStore(Store):
         return 0
 
     async def _owned_live(self, owner: str) -> list[tuple[str, float, float, float]]:
-        try:
-            rows: list[Any] = await self._list(
-                keys=[self.prefix + "owner:" + owner], args=[self.prefix, owner, repr(self.clock())]
-            )
-        except self._errors as exc:
-            raise self._failure("listing an owner's sessions", exc) from exc
+        rows: list[Any] = await self._call(
+            "listing an owner's sessions",
+            self._list,
+            keys=[self.prefix + "owner:" + owner],
+            args=[self.prefix, owner, repr(self.clock())],
+        )
         texts = [_text(item) for item in rows]
         return [
             (texts[i], float(texts[i + 1]), float(texts[i + 2]), float(texts[i + 3]))
