@@ -18,7 +18,7 @@ from typing import Literal
 
 from .errors import ImproperlyConfigured
 
-__all__ = ["CookieSettings", "Signer", "cookie_values"]
+__all__ = ["CookieSettings", "Signer", "VerifiedCookies", "cookie_values"]
 
 SameSite = Literal["lax", "strict", "none"]
 
@@ -85,6 +85,32 @@ class Signer:
             if hmac.compare_digest(signature, self.signature(payload, _index=index)):
                 return payload.decode("latin-1")
         return None
+
+
+class VerifiedCookies:
+    """Cookie values whose signature has verified, so a returning browser costs a dict
+    lookup instead of an HMAC.
+
+    Only successes are kept (a forged value never enters), it is bounded (the oldest entry
+    goes first), and it belongs to one middleware, hence to one list of secrets. It only
+    vouches for the signature: whether the key still exists is the store's answer.
+    """
+
+    __slots__ = ("_keys", "limit")
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._keys: dict[str, str] = {}
+
+    def get(self, value: str) -> str | None:
+        """The key ``value`` carries, if it verified before."""
+        return self._keys.get(value)
+
+    def add(self, value: str, key: str) -> None:
+        """Remember that ``value`` verified and carries ``key``."""
+        if len(self._keys) >= self.limit:
+            del self._keys[next(iter(self._keys))]
+        self._keys[value] = key
 
 
 def cookie_values(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[str]:

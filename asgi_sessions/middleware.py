@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
 
-from .cookies import BROWSER_COOKIE_LIMIT, CookieSettings, SameSite, Signer
+from .cookies import BROWSER_COOKIE_LIMIT, CookieSettings, SameSite, Signer, VerifiedCookies
 from .errors import ImproperlyConfigured, SessionInterrupted, SessionStoreError, SessionTooLarge
 from .serializers import JSONSerializer, Serializer
 from .session import DEFAULT_MAX_AGE, Session, SessionConfig
@@ -21,7 +21,23 @@ __all__ = ["SessionMiddleware", "get_session"]
 
 logger = logging.getLogger("asgi_sessions")
 
-_INTERRUPTED_BODY = SessionInterrupted().args[0].encode()
+_INTERRUPTED_TEXT = SessionInterrupted().args[0].encode()
+
+
+async def _send_interrupted(send: Send) -> None:
+    """The 400 Django answers when a concurrent request deleted the session (new dicts each
+    time: outer middleware may change the messages it passes on)."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 400,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(_INTERRUPTED_TEXT)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": _INTERRUPTED_TEXT})
 
 
 class SessionMiddleware:
@@ -100,6 +116,8 @@ class SessionMiddleware:
             ),
             max_age=max_age,
             absolute_timeout=absolute_timeout,
+            # The cookie store's values carry data and an expiry: verify each one afresh.
+            verified=None if store.keeps_data_in_cookie else VerifiedCookies(),
         )
         store.bind(self.config.signer)
 
@@ -118,45 +136,10 @@ class SessionMiddleware:
             scope["state"] = state = {}
         state["session"] = session
         scope["session"] = session
-        if scope_type == "websocket":
-            # No response headers to carry a cookie: handlers call `await session.save()`.
-            await self._run(session, scope, receive, send)
-            return
-
-        interrupted = False
-
-        async def send_with_session(message: Message) -> None:
-            nonlocal interrupted
-            if interrupted:
-                return
-            if message["type"] == "http.response.start" and (
-                session._loaded or self.save_every_request
-            ):
-                try:
-                    await self._finish(session, message)
-                except SessionInterrupted:
-                    # Delete wins over a concurrent save (a logout elsewhere): answer 400
-                    # rather than bring the session back.
-                    interrupted = True
-                    logger.info("Save refused: the session was deleted by another request.")
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": 400,
-                            "headers": [
-                                (b"content-type", b"text/plain; charset=utf-8"),
-                                (b"content-length", str(len(_INTERRUPTED_BODY)).encode()),
-                            ],
-                        }
-                    )
-                    await send({"type": "http.response.body", "body": _INTERRUPTED_BODY})
-                    return
-            await send(message)
-
-        await self._run(session, scope, receive, send_with_session)
-
-    async def _run(self, session: Session, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the app (loading first with ``autoload``); log store failures on the way out."""
+        if scope_type == "http":
+            send = self._saving_on_response(session, send)
+        # WebSocket handlers have no response headers to carry a cookie: they call
+        # `await session.save()` themselves.
         try:
             if self.autoload:
                 await session.load()
@@ -169,6 +152,29 @@ class SessionMiddleware:
             logger.error("Session store failed for session %s: %s", session._log_id(), exc)
             raise
 
+    def _saving_on_response(self, session: Session, send: Send) -> Send:
+        """Wrap ``send`` so the session is saved, and headers added, as the response starts."""
+        interrupted = False
+        renew = self.save_every_request
+
+        async def send_with_session(message: Message) -> None:
+            nonlocal interrupted
+            if interrupted:
+                return
+            if message["type"] == "http.response.start" and (session._loaded or renew):
+                try:
+                    await self._finish(session, message)
+                except SessionInterrupted:
+                    # Delete wins over a concurrent save (a logout elsewhere): answer 400
+                    # rather than bring the session back.
+                    interrupted = True
+                    logger.info("Save refused: the session was deleted by another request.")
+                    await _send_interrupted(send)
+                    return
+            await send(message)
+
+        return send_with_session
+
     async def _finish(self, session: Session, message: Message) -> None:
         """Save the session if needed and add Set-Cookie / Vary / Cache-Control."""
         if not session._loaded:
@@ -176,13 +182,17 @@ class SessionMiddleware:
                 return
             await session.load()  # rolling expiry: renew a session nobody touched
         # Raw header lists, not MutableHeaders: this runs on every request that loaded.
-        headers: list[tuple[bytes, bytes]] = list(message.get("headers", ()))
-        message["headers"] = headers
+        # Changed in place, as Starlette's own middleware does, unless it is not a list.
+        headers = message.get("headers")
+        if type(headers) is not list:
+            message["headers"] = headers = list(headers or ())
         if session.accessed:
             _vary_on_cookie(headers)
         if message["status"] >= 500:
             # As in Django: a failed request must not persist half its work.
             return
+        if not (session._modified or session._written or self.save_every_request):
+            return  # read-only: nothing to save, no cookie to send
         outcome = await session._finish(self.save_every_request)
         if outcome is None:
             return

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from .cookies import CookieSettings, Signer, cookie_values
+from .cookies import CookieSettings, Signer, VerifiedCookies, cookie_values
 from .errors import KeyCollision
 from .expiry import encode_expiry, ends_with_browser, expires_at
 from .serializers import Serializer
@@ -41,6 +41,8 @@ class SessionConfig:
     cookie: CookieSettings
     max_age: int | None
     absolute_timeout: int | None = None
+    verified: VerifiedCookies | None = None
+    """Signatures already checked; ``None`` when the cookie carries data (CookieStore)."""
 
 
 def short_hash(session_key: str) -> str:
@@ -131,8 +133,13 @@ class Session(TrackedDict):
             config = self._config
             key = None
             values = cookie_values(self._headers, config.cookie.name_bytes)
+            verified = config.verified
             for value in values:
-                key = config.store.decode_cookie(value, config.signer)
+                key = verified.get(value) if verified is not None else None
+                if key is None:
+                    key = config.store.decode_cookie(value, config.signer)
+                    if key is not None and verified is not None:
+                        verified.add(value, key)
                 if key is not None:
                     break
             if values and key is None:
@@ -152,20 +159,21 @@ class Session(TrackedDict):
     def _adopt(self, key: str, record: StoredSession) -> None:
         serializer = self._config.serializer
         try:
-            data = record.decoded
-            if data is None:
+            if record.decoded is not None:
+                dict.update(self, record.decoded)
+            else:
                 stored = record.data
                 loads_many = getattr(serializer, "loads_many", None)
                 if loads_many is not None:
-                    data = dict(zip(stored, loads_many(list(stored.values())), strict=True))
+                    dict.update(self, zip(stored, loads_many(list(stored.values())), strict=True))
                 else:
-                    data = {name: serializer.loads(value) for name, value in stored.items()}
+                    dict.update(self, {k: serializer.loads(v) for k, v in stored.items()})
         except ValueError:
             # A record the serializer cannot read (the serializer changed, say): start afresh
             # under a new key rather than merge into it.
+            dict.clear(self)
             logger.warning("Session %s could not be decoded; fresh session.", short_hash(key))
             return
-        dict.update(self, data)
         self._key = key
         self._created_at = record.created_at
         self._expiry = record.expiry
@@ -364,4 +372,6 @@ class Session(TrackedDict):
         config = self._config
         now = config.store.clock()
         value = config.store.encode_cookie(self._key, config.signer)  # type: ignore[arg-type]
+        if config.verified is not None:
+            config.verified.add(value, self._key)  # type: ignore[arg-type]  # signed just now
         return config.cookie.set_header(value, self._cookie_max_age(now))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unittest.mock
 from typing import Any
 
 import httpx
@@ -340,3 +341,42 @@ def test_store_from_url_builds_a_memory_store_and_refuses_unknown_schemes() -> N
 def test_memory_store_refuses_a_zero_bound() -> None:
     with pytest.raises(ImproperlyConfigured, match="max_entries"):
         MemoryStore(max_entries=0)
+
+
+def test_the_verified_cookie_cache_is_bounded_oldest_first() -> None:
+    from asgi_sessions.cookies import VerifiedCookies
+
+    cache = VerifiedCookies(limit=2)
+    for value, key in (("a", "1"), ("b", "2"), ("c", "3")):
+        cache.add(value, key)
+    assert [cache.get(v) for v in ("a", "b", "c")] == [None, "2", "3"]
+
+
+async def test_a_returning_cookie_skips_the_hmac_and_a_forged_one_is_never_remembered() -> None:
+    async def set_view(request: Request) -> JSONResponse:
+        session = await request.state.session
+        session["user"] = "alice"
+        return JSONResponse(dict(session))
+
+    async def read_view(request: Request) -> JSONResponse:
+        return JSONResponse(dict(await request.state.session))
+
+    inner = Starlette(routes=[Route("/set", set_view), Route("/read", read_view)])
+    middleware = SessionMiddleware(inner, secret_key=SECRET, store=MemoryStore())
+    verified = middleware.config.verified
+    assert verified is not None
+    unsign = Signer.unsign
+    async with client_for(middleware) as client:
+        cookie = cookie_value(await client.get("/set"))
+        client.cookies.clear()
+        forged = cookie[:-2] + ("AA" if not cookie.endswith("AA") else "BB")
+        with unittest.mock.patch.object(Signer, "unsign", autospec=True) as spy:
+            spy.side_effect = unsign
+            for _ in range(3):
+                assert (await client.get("/read", headers=sent(cookie))).json() == {"user": "alice"}
+            assert spy.call_count == 0  # verified once already, when /set's cookie came back
+            for _ in range(2):
+                assert (await client.get("/read", headers=sent(forged))).json() == {}
+            assert spy.call_count == 2  # a forged value is checked every time
+    assert verified.get(cookie) is not None
+    assert verified.get(forged) is None

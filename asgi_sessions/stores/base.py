@@ -15,6 +15,7 @@ key and call the hooks; only a store that keeps data somewhere other than behind
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Callable, Mapping
@@ -45,6 +46,8 @@ Clock = Callable[[], float]
 """Returns the current time in seconds since the epoch (``time.time`` by default)."""
 
 
+# Memoised: a returning browser's key is hashed on every request that loads or saves.
+@functools.lru_cache(maxsize=16_384)
 def hash_key(session_key: str) -> str:
     """The id a server store keeps for ``session_key``: its SHA-256, in hex."""
     return hashlib.sha256(session_key.encode()).hexdigest()
