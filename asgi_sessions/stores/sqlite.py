@@ -205,12 +205,11 @@ class SQLiteStore(Store):
 
         def save(conn: sqlite3.Connection) -> None:
             with _transaction(conn, self._begin):
-                row = conn.execute(
-                    "SELECT expires_at FROM sessions WHERE id = ?", (store_id,)
-                ).fetchone()
-                live = row is not None and row[0] > now
                 if change.create:
-                    if live:
+                    row = conn.execute(
+                        "SELECT expires_at FROM sessions WHERE id = ?", (store_id,)
+                    ).fetchone()
+                    if row is not None and row[0] > now:
                         raise KeyCollision(
                             f"A session with store id {store_id[:12]}... already exists."
                         )
@@ -228,24 +227,29 @@ class SQLiteStore(Store):
                         ),
                     )
                 else:
-                    if not live:
-                        raise SessionInterrupted()
-                    conn.execute(
+                    # One statement both checks that the record is still alive and renews
+                    # it: no row changed means it was deleted (or expired) meanwhile.
+                    updated = conn.execute(
                         "UPDATE sessions SET updated_at = ?, expires_at = ?, expiry = ?, "
-                        "owner = ? WHERE id = ?",
+                        "owner = ? WHERE id = ? AND expires_at > ?",
                         (
                             change.updated_at,
                             change.expires_at,
                             change.expiry,
                             change.owner,
                             store_id,
+                            now,
                         ),
                     )
+                    if updated.rowcount == 0:
+                        raise SessionInterrupted()
                     if change.replace:
                         conn.execute(_DROP_DATA, (store_id,))
                     elif drops:
                         conn.executemany(_DROP_KEY, drops)
-                if puts:
+                if len(puts) == 1:
+                    conn.execute(_PUT, puts[0])
+                elif puts:
                     conn.executemany(_PUT, puts)
 
         await self._run("save a session", save)
