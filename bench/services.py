@@ -93,3 +93,33 @@ def redis_server(*, persistent: bool = False) -> Iterator[str]:
             yield f"redis://127.0.0.1:{port}/0"
         finally:
             stop_process(process)
+
+
+@contextmanager
+def uvicorn_server(factory: str, env: dict[str, str]) -> Iterator[tuple[str, int]]:
+    """Serve ``factory`` (``module:function``) with uvicorn on a free loopback port.
+
+    Yields ``(base_url, server_pid)`` once the port accepts connections; stops the server
+    (SIGTERM, so lifespan shutdown runs) at the end.
+    """
+    import sys
+
+    port = free_port()
+    command = [
+        sys.executable, "-m", "uvicorn", "--factory", factory,
+        "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    server = subprocess.Popen(command, env={**os.environ, **env})
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"uvicorn did not start serving {factory}") from None
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}", server.pid
+    finally:
+        stop_process(server, timeout=20)

@@ -19,7 +19,6 @@ import asyncio
 import os
 import random
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from bench.services import free_port, redis_server
+from bench.services import redis_server, uvicorn_server
 
 SECRET = "soak-secret-key-that-is-long-enough-0000"
 
@@ -212,19 +211,6 @@ async def report_loop(
             return
 
 
-async def _wait_for(base: str, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    async with httpx.AsyncClient(base_url=base) as client:
-        while True:
-            try:
-                await client.get("/")
-                return
-            except httpx.HTTPError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("uvicorn did not start") from None
-                await asyncio.sleep(0.1)
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--store", choices=["sqlite", "redis"], default="sqlite")
@@ -242,39 +228,24 @@ async def main() -> None:
         else:
             url = services.enter_context(redis_server())
             where = url
-        port = free_port()
         env = {
-            **os.environ,
             "SOAK_STORE_URL": url,
             "SOAK_MAX_AGE": str(args.max_age),
             "SOAK_PURGE_EVERY": str(args.purge_every),
         }
-        server = subprocess.Popen(
-            [
-                sys.executable, "-m", "uvicorn", "--factory", "bench.soak:make_app",
-                "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-                "--log-level", "warning",
-            ],
-            env=env,
-        )  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        try:
-            await _wait_for(base, server)
-            print(
-                f"soak: store={args.store} ({url}) minutes={args.minutes} "
-                f"concurrency={args.concurrency} max_age={args.max_age}s server pid={server.pid}",
-                flush=True,
-            )
-            stats = Stats()
-            stop = time.monotonic() + args.minutes * 60
-            await asyncio.gather(
-                report_loop(args, server.pid, stats, stop, where),
-                *(client_loop(base, stats, stop) for _ in range(args.concurrency)),
-            )
-            print(f"statuses: {dict(sorted(stats.statuses.items()))}", flush=True)
-        finally:
-            server.terminate()
-            server.wait(timeout=20)
+        base, server_pid = services.enter_context(uvicorn_server("bench.soak:make_app", env))
+        print(
+            f"soak: store={args.store} ({url}) minutes={args.minutes} "
+            f"concurrency={args.concurrency} max_age={args.max_age}s server pid={server_pid}",
+            flush=True,
+        )
+        stats = Stats()
+        stop = time.monotonic() + args.minutes * 60
+        await asyncio.gather(
+            report_loop(args, server_pid, stats, stop, where),
+            *(client_loop(base, stats, stop) for _ in range(args.concurrency)),
+        )
+        print(f"statuses: {dict(sorted(stats.statuses.items()))}", flush=True)
 
 
 if __name__ == "__main__":
