@@ -73,13 +73,17 @@ class Result:
 async def drive(base: str, clients: int, seconds: float) -> Result:
     """Run ``clients`` users for ``seconds``; each keeps its own cookie and counts."""
     result = Result()
+    everyone_in = asyncio.Barrier(clients)
 
-    async def user(number: int, stop: float) -> None:
+    async def user(number: int) -> None:
         # One client (one keep-alive connection) per user, like a browser: a single
         # shared httpx pool of hundreds of connections is itself the bottleneck.
         async with httpx.AsyncClient(base_url=base, timeout=30) as http:
             try:
-                response = await http.get("/login", params={"user": f"u{number}"})
+                await http.get("/login", params={"user": f"u{number}"})
+                # All log in first, then all count together for `seconds`.
+                await everyone_in.wait()
+                stop = time.monotonic() + seconds
                 seen = 0
                 while time.monotonic() < stop:
                     response = await http.get("/incr")
@@ -94,10 +98,12 @@ async def drive(base: str, clients: int, seconds: float) -> Result:
                 result.lost_writes += max(0, seen - stored.get("count", 0))
             except httpx.HTTPError as exc:
                 result.errors.append(f"{type(exc).__name__}: {exc}")
+                everyone_in.abort()  # don't leave the others waiting for this one
+            except asyncio.BrokenBarrierError:
+                result.errors.append(f"user {number}: another client failed to log in")
 
-    started = time.monotonic()
-    await asyncio.gather(*(user(n, started + seconds) for n in range(clients)))
-    result.seconds = time.monotonic() - started
+    await asyncio.gather(*(user(n) for n in range(clients)))
+    result.seconds = seconds
     return result
 
 
