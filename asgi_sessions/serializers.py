@@ -54,16 +54,5 @@ class JSONSerializer:
             raise ValueError(f"extra data after JSON: {data[:40]!r}")
         return value
 
-    def loads_many(self, texts: list[str]) -> list[Any]:
-        """Decode several values in one pass (a session's keys, on load)."""
-        if not texts:
-            return []
-        values = self.loads("[" + ",".join(texts) + "]")
-        if len(values) != len(texts):
-            # A stored text that is not exactly one JSON value: decode one by one to fail
-            # on the culprit.
-            return [self.loads(text) for text in texts]
-        return values  # type: ignore[no-any-return]
-
     def __repr__(self) -> str:
         return "JSONSerializer()"

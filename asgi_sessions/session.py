@@ -15,7 +15,7 @@ from .errors import KeyCollision
 from .expiry import encode_expiry, ends_with_browser, expires_at
 from .serializers import Serializer
 from .stores.base import SessionWrite, Store, StoredSession, hash_key, public_id_for
-from .tracking import TrackedDict
+from .tracking import Stored, TrackedDict
 
 __all__ = ["DEFAULT_MAX_AGE", "Session", "SessionConfig"]
 
@@ -157,23 +157,10 @@ class Session(TrackedDict):
         return bool(cookie_values(self._headers, self._config.cookie.name_bytes))
 
     def _adopt(self, key: str, record: StoredSession) -> None:
-        serializer = self._config.serializer
-        try:
-            if record.decoded is not None:
-                dict.update(self, record.decoded)
-            else:
-                stored = record.data
-                loads_many = getattr(serializer, "loads_many", None)
-                if loads_many is not None:
-                    dict.update(self, zip(stored, loads_many(list(stored.values())), strict=True))
-                else:
-                    dict.update(self, {k: serializer.loads(v) for k, v in stored.items()})
-        except ValueError:
-            # A record the serializer cannot read (the serializer changed, say): start afresh
-            # under a new key rather than merge into it.
-            dict.clear(self)
-            logger.warning("Session %s could not be decoded; fresh session.", short_hash(key))
-            return
+        if record.decoded is not None:
+            dict.update(self, record.decoded)
+        else:
+            self._hold_encoded(record.data, self._config.serializer.loads)
         self._key = key
         self._created_at = record.created_at
         self._expiry = record.expiry
@@ -270,8 +257,12 @@ class Session(TrackedDict):
             if not dict.__contains__(self, key):
                 deleted.append(key)
                 continue
+            value = dict.__getitem__(self, key)
+            if type(value) is Stored:
+                encoded[key] = value.text  # never decoded, so unchanged: write it back as is
+                continue
             try:
-                encoded[key] = dumps(dict.__getitem__(self, key))
+                encoded[key] = dumps(value)
             except (TypeError, ValueError) as exc:
                 raise TypeError(
                     f"The session value under {key!r} cannot be stored: {exc}. Store only "

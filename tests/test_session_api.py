@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -316,3 +317,61 @@ async def test_repr_shows_the_data_only_once_loaded(store: Store) -> None:
     assert {"b": 2} | session == {"b": 2, "a": 1}
     assert session != {"a": 2}
     assert list(reversed(session)) == ["a"]
+
+
+# -- values are decoded when first used --------------------------------------------
+
+DATA = {"user": "alice", "cart": ["apple", {"n": 2}], "flags": {"beta": True}}
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        lambda s: json.dumps(s, sort_keys=True) == json.dumps(DATA, sort_keys=True),
+        lambda s: dict(s) == DATA,
+        lambda s: {**s} == DATA,
+        lambda s: s == DATA,
+        lambda s: not (s != DATA),
+        lambda s: s.copy() == DATA,
+        lambda s: dict(s.items()) == DATA,
+        lambda s: sorted(map(json.dumps, s.values())) == sorted(map(json.dumps, DATA.values())),
+        lambda s: (s | {}) == DATA,
+        lambda s: ({} | s) == DATA,
+        lambda s: all(f"{k!r}: {v!r}" in repr(s) for k, v in DATA.items()),
+        lambda s: {k: s[k] for k in s} == DATA,
+        lambda s: s.get("cart") == DATA["cart"],
+        lambda s: s.setdefault("flags", None) == DATA["flags"],
+        lambda s: s.pop("cart") == DATA["cart"],
+        lambda s: (lambda k, v: DATA[k] == v)(*s.popitem()),
+    ],
+)
+async def test_every_way_of_reading_a_loaded_session_sees_decoded_values(
+    store: Store, use: object
+) -> None:
+    config, cookie = await saved_session(store, DATA)
+    session = await Session(config, headers_with(cookie))
+    assert use(session)  # type: ignore[operator]
+
+
+async def test_a_forced_save_writes_values_nobody_read_back_unchanged(store: Store) -> None:
+    config, cookie = await saved_session(store, DATA)
+    session = await Session(config, headers_with(cookie))
+    session.modified = True  # every key is written, none was decoded
+    await session.save()
+    assert await Session(config, headers_with(cookie)) == DATA
+
+
+async def test_a_value_the_serializer_cannot_read_fails_when_used_naming_its_key(
+    clock: FakeClock,
+) -> None:
+    from asgi_sessions import MemoryStore, SessionStoreError
+    from tests.support import session_write
+
+    store = MemoryStore(clock=clock)
+    config = make_config(store)
+    key = "k" * 43
+    await store.save(key, session_write(clock(), set={"ok": '"fine"', "bad": "{nope"}, create=True))
+    session = await Session(config, headers_with(config.signer.sign(key)))
+    assert session["ok"] == "fine"
+    with pytest.raises(SessionStoreError, match=r"'bad'.*serializer changed"):
+        session["bad"]
