@@ -137,7 +137,28 @@ class SessionMiddleware:
         state["session"] = session
         scope["session"] = session
         if scope_type == "http":
-            send = self._saving_on_response(session, send)
+            interrupted = False
+            renew = self.save_every_request
+            send_response = send
+
+            async def send_with_session(message: Message) -> None:
+                # Saves the session, and adds its headers, as the response starts.
+                nonlocal interrupted
+                if interrupted:
+                    return
+                if message["type"] == "http.response.start" and (session._loaded or renew):
+                    try:
+                        await self._finish(session, message)
+                    except SessionInterrupted:
+                        # Delete wins over a concurrent save (a logout elsewhere): answer
+                        # 400 rather than bring the session back.
+                        interrupted = True
+                        logger.info("Save refused: the session was deleted by another request.")
+                        await _send_interrupted(send_response)
+                        return
+                await send_response(message)
+
+            send = send_with_session
         # WebSocket handlers have no response headers to carry a cookie: they call
         # `await session.save()` themselves.
         try:
@@ -151,29 +172,6 @@ class SessionMiddleware:
             # sent, so the user keeps their session for when the store is back.
             logger.error("Session store failed for session %s: %s", session._log_id(), exc)
             raise
-
-    def _saving_on_response(self, session: Session, send: Send) -> Send:
-        """Wrap ``send`` so the session is saved, and headers added, as the response starts."""
-        interrupted = False
-        renew = self.save_every_request
-
-        async def send_with_session(message: Message) -> None:
-            nonlocal interrupted
-            if interrupted:
-                return
-            if message["type"] == "http.response.start" and (session._loaded or renew):
-                try:
-                    await self._finish(session, message)
-                except SessionInterrupted:
-                    # Delete wins over a concurrent save (a logout elsewhere): answer 400
-                    # rather than bring the session back.
-                    interrupted = True
-                    logger.info("Save refused: the session was deleted by another request.")
-                    await _send_interrupted(send)
-                    return
-            await send(message)
-
-        return send_with_session
 
     async def _finish(self, session: Session, message: Message) -> None:
         """Save the session if needed and add Set-Cookie / Vary / Cache-Control."""
