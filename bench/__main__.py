@@ -330,10 +330,26 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / "latest.json").write_text(json.dumps(payload, indent=2) + "\n")
     if not args.quick and not args.only:
         (HERE / "RESULTS.md").write_text(text)
-        print("Wrote bench/results/latest.{json,md} and bench/RESULTS.md")
+        include_in_readme(text)
+        print("Wrote bench/results/latest.{json,md}, bench/RESULTS.md and README.md's table")
     else:
         print("Wrote bench/results/latest.{json,md} (bench/RESULTS.md only on a full run)")
     return 0
+
+
+README = HERE.parent / "README.md"
+_START, _END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def include_in_readme(results: str, readme: Path = README) -> None:
+    """Put a full run's tables into the README, between its bench markers."""
+    text = readme.read_text()
+    head, start, rest = text.partition(_START)
+    _, end, tail = rest.partition(_END)
+    if not (start and end):
+        raise SystemExit(f"{readme} has no {_START} ... {_END} section for the results")
+    body = results.split("\n", 1)[1].replace("\n## ", "\n#### ")  # under the README's heading
+    readme.write_text(f"{head}{_START}\n{body.strip()}\n{_END}{tail}")
 
 
 if __name__ == "__main__":
