@@ -34,6 +34,7 @@ from .harness import (
     Skip,
     build,
     call,
+    ratio_rows,
     ratio_table,
     spread,
     timed,
@@ -134,38 +135,6 @@ async def in_process(
     finally:
         for b in built.values():
             await b.aclose()
-
-
-def ratio_rows(
-    samples: dict[str, dict[str, list[float]]],
-    specs: list[tuple[str, str, str, float | None]],
-    higher_is_better: bool = False,
-) -> list[dict[str, Any]]:
-    rows = []
-    for endpoint, name, floor, goal in specs:
-        a = samples.get(name, {}).get(endpoint)
-        b = samples.get(floor, {}).get(endpoint)
-        if not a or not b:
-            continue
-        per_round = [x / y for x, y in zip(a, b, strict=False)]
-        med, p10, p90 = spread(per_round)
-        verdict = "info"
-        if goal is not None:
-            ok = med >= goal if higher_is_better else med <= goal
-            verdict = "PASS" if ok else "MISS"
-        rows.append(
-            {
-                "endpoint": endpoint,
-                "config": name,
-                "floor": floor,
-                "ratio": med,
-                "p10": p10,
-                "p90": p90,
-                "goal": goal,
-                "verdict": verdict,
-            }
-        )
-    return rows
 
 
 def cell_table(samples: dict[str, dict[str, list[float]]], labels: dict[str, str]) -> list[str]:

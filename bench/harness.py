@@ -203,7 +203,6 @@ async def call(app: ASGIApp, path: str, cookie: bytes | None = None) -> Reply:
 async def timed(app: ASGIApp, path: str, cookie: bytes | None, n: int) -> list[float]:
     """``n`` sequential requests; the microseconds each took."""
     headers = _headers(cookie)
-    raw_path = path.encode()
     bad = 0
 
     async def send(message: dict[str, Any]) -> None:
@@ -214,21 +213,7 @@ async def timed(app: ASGIApp, path: str, cookie: bytes | None, n: int) -> list[f
     clock = time.perf_counter_ns
     out = []
     for _ in range(n):
-        scope = {
-            "type": "http",
-            "asgi": _ASGI,
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": path,
-            "raw_path": raw_path,
-            "root_path": "",
-            "query_string": b"",
-            "headers": list(headers),
-            "client": _CLIENT,
-            "server": _SERVER,
-            "state": {},
-        }
+        scope = _scope(path, headers)  # built before the clock starts
         start = clock()
         await app(scope, _receive, send)
         out.append((clock() - start) / 1000)
@@ -442,6 +427,38 @@ def spread(values: Sequence[float]) -> tuple[float, float, float]:
         return med, med, med
     deciles = statistics.quantiles(values, n=10, method="inclusive")
     return med, deciles[0], deciles[-1]
+
+
+def ratio_rows(
+    samples: dict[str, dict[str, list[float]]],
+    specs: list[tuple[str, str, str, float | None]],
+    higher_is_better: bool = False,
+) -> list[dict[str, Any]]:
+    rows = []
+    for endpoint, name, floor, goal in specs:
+        a = samples.get(name, {}).get(endpoint)
+        b = samples.get(floor, {}).get(endpoint)
+        if not a or not b:
+            continue
+        per_round = [x / y for x, y in zip(a, b, strict=False)]
+        med, p10, p90 = spread(per_round)
+        verdict = "info"
+        if goal is not None:
+            ok = med >= goal if higher_is_better else med <= goal
+            verdict = "PASS" if ok else "MISS"
+        rows.append(
+            {
+                "endpoint": endpoint,
+                "config": name,
+                "floor": floor,
+                "ratio": med,
+                "p10": p10,
+                "p90": p90,
+                "goal": goal,
+                "verdict": verdict,
+            }
+        )
+    return rows
 
 
 def ratio_table(rows: list[dict[str, Any]], sign: str = "≤") -> list[str]:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .harness import ENDPOINTS, Env, ratio_table, spread
+from .harness import ENDPOINTS, Env, ratio_rows, ratio_table, spread
 from .services import free_port, stop_process
 
 HTTP_CONFIGS = [
@@ -191,25 +191,7 @@ def run(
         for server in servers.values():
             server.stop()
 
-    ratios = []
-    for endpoint, name, floor, goal in HTTP_RATIOS:
-        a, b = rps.get(name, {}).get(endpoint), rps.get(floor, {}).get(endpoint)
-        if not a or not b:
-            continue
-        med, p10, p90 = spread([x / y for x, y in zip(a, b, strict=False)])
-        verdict = "info" if goal is None else ("PASS" if med >= goal else "MISS")
-        ratios.append(
-            {
-                "endpoint": endpoint,
-                "config": name,
-                "floor": floor,
-                "ratio": med,
-                "p10": p10,
-                "p90": p90,
-                "goal": goal,
-                "verdict": verdict,
-            }
-        )
+    ratios = ratio_rows(rps, HTTP_RATIOS, higher_is_better=True)
     return {
         "parser": parser,
         "concurrency": concurrency,
