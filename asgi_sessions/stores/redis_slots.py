@@ -1,0 +1,124 @@
+"""Where a session lives on a Redis Cluster: a slot tag minted into its key.
+
+A Redis Cluster runs a script only if every key it touches hashes to one slot, and the
+save script touches two keys: the session's hash and its owner's index (the sorted set
+behind "log out everywhere"). Two sound designs keep that legal:
+
+(a) ordered commands and a self-expiring index: the session and the index live in
+    their own slots and a save updates them in turn (index first, so the index is
+    always a superset);
+(b) co-location: the key of an owned session carries a slot tag derived from an HMAC
+    of its owner, so the session and its owner's index share a slot and one atomic
+    script keeps them exact.
+
+We chose (b). Under (a) every save that extends a session's life has to extend its
+index entry too, in another slot: a second command per write (or an index that lags
+and lets ``revoke_all`` miss a live session); the index turns into an upper bound that
+listings must check session by session; and a crash between the two commands leaves an
+entry or a session behind. Under (b) nothing of the single-server design changes: the
+same scripts keep the index exact on every save and expiry, ``list_sessions`` and
+``revoke_all`` are one script in one slot, and no entry outlives its session. The
+price is paid only when the owner changes, which is a login, where the key rotates
+anyway (``cycle_key()``, or the middleware's rotation on an owner change): the session
+moves to its new owner's slot, one command more than a rotation inside one slot.
+
+The rules:
+
+- A key is ``tag + secrets.token_urlsafe(32)``: 4 tag characters (base64url), then the
+  256 random bits the contract promises. Its hash lives at ``prefix{tag}<sha256(key)>``,
+  so the slot is read off the key text and a load is still one command.
+- An owned session's tag is ``HMAC(slot key, owner)``; its owner's index is
+  ``prefix{tag}owner:<owner>``. An ownerless session gets a random tag, so ownerless
+  sessions spread over every slot as well. 4 characters give 16.7 million tags for the
+  16,384 slots: 100,000 sessions cover about 16,300 slots (``bench/cluster_figures.py``).
+  There is no namespace-wide tag, and a prefix with a brace is refused.
+- The tag shows nothing about the owner to whoever holds the cookie: without the slot
+  key nobody can compute an owner's tag. The slot key is 256 random bits kept in the
+  cluster itself (``prefix + "slot-key"``, created once by whichever process needs it
+  first), not derived from the middleware's ``secret_key``: the CLI and admin code
+  that list or revoke sessions outside the middleware find it without configuration,
+  every app sharing the prefix agrees on it, and rotating ``secret_key`` does not move
+  anybody's index (sessions under an old tag would drop out of ``revoke_all``).
+  Each process re-reads it at most once a minute and writes back the value it knows if
+  the key has vanished (a FLUSHALL, or an ``allkeys-*`` eviction policy, which evicts
+  live sessions too and is wrong for a session store anyway).
+- Owner changes: ``None -> owner`` and ``owner -> other owner`` move the session into
+  the new owner's slot under a new key (with rotation switched off, the cluster store
+  still rotates: two slots cannot share one key). ``owner -> None`` stays where it is;
+  the same script drops the index entry.
+- A move across slots: first one script in the old slot merges the request's changes,
+  seals the record (from then on it loads as missing and a save to it is refused as
+  "deleted", so a concurrent save is never acknowledged and then lost) and returns it;
+  then one script creates it in the new slot. If that fails, the old record is
+  unsealed; if the process dies in between, the sealed record expires after a minute
+  (the user is signed out, never signed in twice). A rotation inside one slot is one
+  script, as on a single server.
+- Nothing scans the keyspace: Redis expires hashes natively, and listings drop index
+  entries whose hash is gone.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+from ..errors import ImproperlyConfigured
+from .base import hash_key
+
+__all__ = [
+    "TAG_LENGTH",
+    "check_prefix",
+    "index_prefix",
+    "mint_key",
+    "owner_tag",
+    "random_tag",
+    "session_name",
+    "tag_of",
+]
+
+TAG_LENGTH = 4
+_KEY_BYTES = 32
+
+
+def check_prefix(prefix: str) -> None:
+    """Refuse a prefix that would override the per-session tags (one slot for everyone)."""
+    if "{" in prefix or "}" in prefix:
+        raise ImproperlyConfigured(
+            f"The key prefix {prefix!r} contains a brace. On a Redis Cluster a braced part "
+            "decides the slot, so every session would land on one node; RedisStore puts "
+            "a tag of its own in each key instead. Use a prefix without braces, such as "
+            "'asgi_sessions:'."
+        )
+
+
+def random_tag() -> str:
+    """A tag for a session with no owner: any slot."""
+    return secrets.token_urlsafe(3)[:TAG_LENGTH]
+
+
+def owner_tag(slot_key: bytes, owner: str) -> str:
+    """The tag of every session ``owner`` has, and of their index."""
+    digest = hmac.new(slot_key, owner.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:3]).decode()
+
+
+def mint_key(tag: str) -> str:
+    """A new session key in the slot of ``tag``."""
+    return tag + secrets.token_urlsafe(_KEY_BYTES)
+
+
+def tag_of(session_key: str) -> str:
+    """The tag a key carries (any key: one minted elsewhere just lands on its own slot)."""
+    return session_key[:TAG_LENGTH]
+
+
+def session_name(prefix: str, session_key: str) -> str:
+    """The Redis key of the session's hash."""
+    return f"{prefix}{{{tag_of(session_key)}}}{hash_key(session_key)}"
+
+
+def index_prefix(prefix: str, tag: str) -> str:
+    """What an owner's index name starts with, in the slot of ``tag``."""
+    return f"{prefix}{{{tag}}}owner:"
