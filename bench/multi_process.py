@@ -1,0 +1,224 @@
+"""Several app machines on one store: uvicorn processes on 127.0.0.2, .3, .4, one user's
+requests alternating between them, several writers per user at once.
+
+    .venv/bin/python -m bench.multi_process --url redis+cluster://127.0.0.1:7000 --seconds 10
+
+Each user logs in (the key rotates, the session gets an owner), then ``writers`` tasks
+each set their own key (``w0``, ``w1``...) to 1, 2, 3... as fast as the servers answer,
+every request to the next server in turn. Half the users log out while their writers
+still run. Afterwards:
+
+- lost writes: a key whose stored value is below the last one a 200 acknowledged;
+- resurrections: a logged-out session that any server can still load.
+
+Used by ``tests/test_redis_multi_process.py``; prints requests, errors, lost writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+SECRET = "multi-process-secret-key-long-enough-000"
+HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+
+
+def make_app() -> Any:
+    """The served app (``uvicorn --factory bench.multi_process:make_app``)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from asgi_sessions import SessionMiddleware, store_from_url
+
+    async def login(request: Request) -> JSONResponse:
+        session = await request.state.session
+        session["user"] = request.query_params["user"]
+        session.owner = request.query_params["user"]
+        await session.cycle_key()
+        return JSONResponse({"ok": True})
+
+    async def put(request: Request) -> JSONResponse:
+        session = await request.state.session
+        session[request.query_params["key"]] = int(request.query_params["n"])
+        return JSONResponse({"ok": True})
+
+    async def logout(request: Request) -> JSONResponse:
+        await (await request.state.session).flush()
+        return JSONResponse({"ok": True})
+
+    async def read(request: Request) -> JSONResponse:
+        return JSONResponse(dict(await request.state.session))
+
+    store = store_from_url(os.environ["MULTI_STORE_URL"])
+    app = Starlette(
+        routes=[
+            Route("/login", login, methods=["POST"]),
+            Route("/put", put, methods=["POST"]),
+            Route("/logout", logout, methods=["POST"]),
+            Route("/read", read),
+        ]
+    )
+    return SessionMiddleware(app, secret_key=SECRET, store=store)
+
+
+@dataclass
+class Result:
+    requests: int = 0
+    errors: list[str] = field(default_factory=list)
+    lost_writes: list[str] = field(default_factory=list)
+    resurrections: list[str] = field(default_factory=list)
+    refused_after_logout: int = 0
+    """Saves that raced a logout and were refused (400): delete wins, as promised."""
+    seconds: float = 0.0
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def _uvicorn(host: str, url: str, log: Any) -> Iterator[str]:
+    port = _free_port(host)
+    command = [
+        sys.executable, "-m", "uvicorn", "--factory", "bench.multi_process:make_app",
+        "--host", host, "--port", str(port), "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    server = subprocess.Popen(
+        command, env={**os.environ, "MULTI_STORE_URL": url}, stdout=log, stderr=log
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection((host, port), timeout=0.5).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"uvicorn did not start on {host}:{port}") from None
+                time.sleep(0.05)
+        yield f"http://{host}:{port}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@contextmanager
+def serving(url: str, log: Any = subprocess.DEVNULL) -> Iterator[list[str]]:
+    """The app on every host of ``HOSTS``, against the store at ``url``."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(_uvicorn(host, url, log)) for host in HOSTS]
+
+
+async def drive(bases: list[str], *, users: int, writers: int, seconds: float) -> Result:
+    result = Result()
+    clients = [httpx.AsyncClient(base_url=base, timeout=30) for base in bases]
+    turn = 0
+
+    async def call(method: str, path: str, cookie: str | None, **params: Any) -> httpx.Response:
+        nonlocal turn
+        turn += 1
+        client = clients[turn % len(clients)]  # alternate between the machines
+        headers = {"cookie": f"session={cookie}"} if cookie else {}
+        result.requests += 1
+        return await client.request(method, path, params=params, headers=headers)
+
+    async def user(number: int) -> None:
+        name = f"user-{number}"
+        response = await call("POST", "/login", None, user=name)
+        if response.status_code != 200:
+            result.errors.append(f"{name} login: {response.status_code}")
+            return
+        cookie = response.cookies["session"]
+        logs_out = number % 2 == 1
+        logged_out = asyncio.Event()
+        acknowledged: dict[str, int] = {}
+
+        async def writer(key: str) -> None:
+            n = 0
+            stop = time.monotonic() + seconds
+            while time.monotonic() < stop:
+                n += 1
+                response = await call("POST", "/put", cookie, key=key, n=n)
+                if response.status_code == 200 and not logged_out.is_set():
+                    acknowledged[key] = n
+                elif response.status_code == 400 and logs_out:
+                    result.refused_after_logout += 1
+                elif response.status_code != 200:
+                    result.errors.append(f"{name} {key}={n}: {response.status_code}")
+
+        async def logout() -> None:
+            await asyncio.sleep(seconds / 2)
+            response = await call("POST", "/logout", cookie)
+            if response.status_code != 200:
+                result.errors.append(f"{name} logout: {response.status_code}")
+            logged_out.set()
+
+        await asyncio.gather(
+            *(writer(f"w{i}") for i in range(writers)), *([logout()] if logs_out else [])
+        )
+        # Every machine must now agree on what the session holds.
+        for _ in range(len(clients)):
+            stored = (await call("GET", "/read", cookie)).json()
+            if logs_out:
+                if stored.get("user") == name:
+                    result.resurrections.append(f"{name} is back: {stored!r}")
+            else:
+                for key, n in acknowledged.items():
+                    if stored.get(key, 0) < n:
+                        result.lost_writes.append(f"{name} {key}: acknowledged {n}, {stored!r}")
+
+    started = time.monotonic()
+    try:
+        await asyncio.gather(*(user(n) for n in range(users)))
+    finally:
+        for client in clients:
+            await client.aclose()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def run(url: str, *, users: int = 6, writers: int = 3, seconds: float = 2.0) -> Result:
+    with serving(url) as bases:
+        return asyncio.run(drive(bases, users=users, writers=writers, seconds=seconds))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True, help="the store URL every machine uses")
+    parser.add_argument("--users", type=int, default=6)
+    parser.add_argument("--writers", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    result = run(args.url, users=args.users, writers=args.writers, seconds=args.seconds)
+    print(
+        f"{len(HOSTS)} machines, {args.users} users x {args.writers} writers, "
+        f"{result.seconds:.1f} s: {result.requests} requests, errors {len(result.errors)}, "
+        f"lost writes {len(result.lost_writes)}, resurrections {len(result.resurrections)}, "
+        f"saves refused after a logout {result.refused_after_logout}"
+    )
+    for problem in [*result.errors, *result.lost_writes, *result.resurrections][:10]:
+        print(f"  {problem}")
+
+
+if __name__ == "__main__":
+    main()
