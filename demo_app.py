@@ -237,10 +237,13 @@ def cart_page_body(session: Session, note: str = "") -> str:
     return (
         f'{note_html}<p>Cart in this request: <code id="cart">{e(json.dumps(cart))}</code></p>'
         '<p>Both buttons run <code>session["cart"].append(...)</code>: the list changes in '
-        "place, which the session cannot see. Only the second also sets "
-        "<code>session.modified = True</code>. Add with each, then "
+        "place, which does not mark the session modified (Django's nested-mutation gotcha). "
+        "asgi-sessions still keeps it: the list was handed out by the session, so when the "
+        "response starts its JSON is compared with what was loaded, and a changed list is "
+        "saved. The second button also sets <code>session.modified = True</code>, the "
+        "Django way, which writes every key. Add with each, then "
         '<a href="/cart" id="reload">reload this page</a>.</p>'
-        + form(session, "/cart/in-place", "Append in place (lost)")
+        + form(session, "/cart/in-place", "Append in place (kept)")
         + form(session, "/cart/modified", "Append + session.modified = True (kept)")
         + form(session, "/cart/empty", "Empty the cart")
     )
@@ -248,7 +251,7 @@ def cart_page_body(session: Session, note: str = "") -> str:
 
 async def cart(request: Request) -> Response:
     session = await request.state.session
-    # The list must already be stored for the gotcha to show: a brand-new key is saved whole.
+    # The list is stored first, so that the buttons change a value loaded from the store.
     session.setdefault("cart", [])
     return render(session, "Cart", cart_page_body(session))
 
@@ -256,7 +259,10 @@ async def cart(request: Request) -> Response:
 async def append_in_place(request: Request, session: Session, data: dict[str, str]) -> Response:
     items = session.setdefault("cart", [])
     items.append(f"item {len(items) + 1}")
-    note = "Appended in place, without session.modified = True: reload and it is gone."
+    note = (
+        "Appended in place, without session.modified = True: found at save time, so "
+        "reload and it is still there."
+    )
     return render(session, "Cart", cart_page_body(session, note))
 
 
