@@ -336,6 +336,10 @@ class Session(TrackedDict):
         key = self._key
         if key is None:
             saved = await store.create(change)
+        elif store.keeps_data_in_cookie and now >= self._expires_at:  # type: ignore[operator]
+            # The cookie is the record and nobody else renews it: past its end it is gone.
+            self._drop()
+            return
         else:
             rotate = rotate or (
                 self._owner_changed and self._config.rotate_on_owner_change and not self._rotated

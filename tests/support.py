@@ -82,7 +82,7 @@ class StoreSpy:
 
     def __init__(self, store: Store) -> None:
         self.calls: Counter[str] = Counter()
-        for name in ("load", "save", "delete"):
+        for name in ("load", "create", "save", "rotate", "delete"):
             original = getattr(store, name)
 
             def counted(*args: Any, _original: Any = original, _name: str = name) -> Any:
@@ -93,7 +93,7 @@ class StoreSpy:
 
     @property
     def writes(self) -> int:
-        return self.calls["save"] + self.calls["delete"]
+        return sum(self.calls[name] for name in ("create", "save", "rotate", "delete"))
 
 
 def make_config(store: Store, **options: Any) -> Any:
