@@ -377,7 +377,7 @@ async def test_c_encoders_pickle_and_deepcopy_see_plain_decoded_values(store: St
         return {}
 
     async def encode(session: Session, request: Request) -> Response:
-        assert pickle.loads(pickle.dumps(session)) == data
+        assert pickle.loads(pickle.dumps(session)) == data  # noqa: S301  (our own bytes)
         assert copy.deepcopy(session) == data
         assert type(copy.deepcopy(session)) is dict
         assert msgspec.json.decode(msgspec.json.encode(session)) == data
