@@ -12,10 +12,14 @@ from collections import Counter
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-from asgi_sessions.stores.redis_slots import index_prefix, mint_key, owner_tag, random_tag
-from asgi_sessions.stores.redis_slots import session_name as name_of
+from asgi_sessions.stores.redis_layout import ClusterLayout, mint_key, owner_tag, random_tag
 
 PREFIX = "asgi_sessions:"
+LAYOUT = ClusterLayout(PREFIX)
+
+
+def name_of(prefix: str, key: str) -> str:
+    return LAYOUT.name(key)
 
 
 def spread(slots: Counter[int]) -> str:
@@ -44,7 +48,7 @@ def slot_spread(count: int) -> dict[str, Counter[int]]:
     # Each owner's index sits in its sessions' slot.
     for n in range(100):
         tag = owner_tag(slot_key, f"user-{n}")
-        index = index_prefix(PREFIX, tag) + f"user-{n}"
+        index = LAYOUT.index_prefix(tag) + f"user-{n}"
         session = name_of(PREFIX, mint_key(tag))
         if key_slot(index.encode()) != key_slot(session.encode()):
             raise AssertionError("an owner's index and sessions landed in different slots")
@@ -59,7 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sessions", type=int, default=100_000)
     args = parser.parse_args()
-    print(f"Slot spread of {args.sessions:,} sessions (asgi_sessions.stores.redis_slots):")
+    print(f"Slot spread of {args.sessions:,} sessions (asgi_sessions.stores.redis_layout):")
     for population, slots in slot_spread(args.sessions).items():
         print(f"  {population:28s} {spread(slots)}")
 

@@ -29,7 +29,9 @@ __all__ = [
 ]
 
 _SCHEMES = "memory://, sqlite:///relative/path.sqlite3, sqlite:////absolute/path.sqlite3, "
-_SCHEMES += "redis://host:port/db, rediss://host:port/db, cookie://"
+_SCHEMES += "redis://host:port/db, rediss://host:port/db, redis+cluster://host:port, "
+_SCHEMES += "redis+sentinel://host:port[,host:port]/service[/db], cookie://"
+_REDIS_TOPOLOGIES = ("redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel")
 
 
 def store_from_url(url: str, **options: Any) -> Store:
@@ -63,6 +65,12 @@ def store_from_url(url: str, **options: Any) -> Store:
             raise ImproperlyConfigured(
                 f"The Redis URL {shown!r} names no host. Use redis://localhost:6379/0."
             )
+        return RedisStore.from_url(url, **options)
+    if scheme in _REDIS_TOPOLOGIES:
+        from .redis import RedisStore
+        from .redis_url import parse_redis_url
+
+        parse_redis_url(url)  # a mistake is an ImproperlyConfigured naming it, at start-up
         return RedisStore.from_url(url, **options)
     if scheme == "cookie":
         from .cookie import CookieStore

@@ -201,6 +201,10 @@ class Store:
 
     #: ``True`` when the data travels in the cookie itself (no server-side record).
     keeps_data_in_cookie = False
+    #: ``True`` when the store itself gives a session a new key whenever its owner
+    #: changes, even with ``rotate_on_owner_change=False`` (a Redis Cluster store: the key
+    #: decides the slot, and a session must share its owner's).
+    new_key_on_owner_change = False
 
     def __init__(self, *, clock: Clock = time.time) -> None:
         self.clock = clock

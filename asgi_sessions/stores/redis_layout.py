@@ -69,12 +69,12 @@ from .base import hash_key
 
 __all__ = [
     "TAG_LENGTH",
+    "ClusterLayout",
+    "Layout",
     "check_prefix",
-    "index_prefix",
     "mint_key",
     "owner_tag",
     "random_tag",
-    "session_name",
     "tag_of",
 ]
 
@@ -114,11 +114,46 @@ def tag_of(session_key: str) -> str:
     return session_key[:TAG_LENGTH]
 
 
-def session_name(prefix: str, session_key: str) -> str:
-    """The Redis key of the session's hash."""
-    return f"{prefix}{{{tag_of(session_key)}}}{hash_key(session_key)}"
+class Layout:
+    """Key names on one Redis server (or the master Sentinel names).
+
+    ``name(key)`` is a session's hash; the owner index holds *members*, with
+    ``prefix + member == name``; ``index_prefix(...) + owner`` names an owner's index.
+    """
+
+    cluster = False
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._index = prefix + "owner:"
+
+    def member(self, session_key: str) -> str:
+        return hash_key(session_key)
+
+    def name(self, session_key: str) -> str:
+        return self.prefix + self.member(session_key)
+
+    def index_prefix(self, tag: str) -> str:
+        """The owner indexes a script in the slot of ``tag`` may touch."""
+        return self._index
+
+    @staticmethod
+    def store_id(member: str) -> str:
+        """The store id (the key's hash) inside an index member, for public ids."""
+        return member.rpartition("}")[2]
 
 
-def index_prefix(prefix: str, tag: str) -> str:
-    """What an owner's index name starts with, in the slot of ``tag``."""
-    return f"{prefix}{{{tag}}}owner:"
+class ClusterLayout(Layout):
+    """Key names on a Redis Cluster: every name carries its session's (or owner's) tag."""
+
+    cluster = True
+
+    def __init__(self, prefix: str) -> None:
+        check_prefix(prefix)
+        super().__init__(prefix)
+
+    def member(self, session_key: str) -> str:
+        return f"{{{tag_of(session_key)}}}{hash_key(session_key)}"
+
+    def index_prefix(self, tag: str) -> str:
+        return f"{self.prefix}{{{tag}}}owner:"

@@ -11,19 +11,24 @@ from redis.crc import key_slot
 
 from asgi_sessions.errors import ImproperlyConfigured
 from asgi_sessions.stores.base import hash_key
-from asgi_sessions.stores.redis_slots import (
+from asgi_sessions.stores.redis_layout import (
     TAG_LENGTH,
+    ClusterLayout,
+    Layout,
     check_prefix,
-    index_prefix,
     mint_key,
     owner_tag,
     random_tag,
-    session_name,
     tag_of,
 )
 
 PREFIX = "asgi_sessions:"
 SLOT_KEY = b"k" * 32
+LAYOUT = ClusterLayout(PREFIX)
+
+
+def session_name(prefix: str, key: str) -> str:
+    return LAYOUT.name(key)
 
 
 def slot(name: str) -> int:
@@ -32,7 +37,7 @@ def slot(name: str) -> int:
 
 def test_an_owners_sessions_and_index_share_one_slot() -> None:
     tag = owner_tag(SLOT_KEY, "ada")
-    index = index_prefix(PREFIX, tag) + "ada"
+    index = LAYOUT.index_prefix(tag) + "ada"
 
     slots = {slot(session_name(PREFIX, mint_key(tag))) for _ in range(20)}
 
@@ -78,3 +83,18 @@ def test_ten_thousand_sessions_spread_over_thousands_of_slots() -> None:
 def test_a_prefix_with_a_brace_is_refused(prefix: str) -> None:
     with pytest.raises(ImproperlyConfigured, match="every session would land on one node"):
         check_prefix(prefix)
+
+
+def test_index_members_name_their_sessions_under_the_prefix() -> None:
+    key = mint_key(random_tag())
+
+    for layout in (Layout(PREFIX), ClusterLayout(PREFIX)):
+        assert PREFIX + layout.member(key) == layout.name(key)
+        assert layout.store_id(layout.member(key)) == hash_key(key)
+
+
+def test_one_server_keeps_the_layout_it_always_had() -> None:
+    key = mint_key(random_tag())
+
+    assert Layout(PREFIX).name(key) == PREFIX + hash_key(key)
+    assert Layout(PREFIX).index_prefix(tag_of(key)) == PREFIX + "owner:"
