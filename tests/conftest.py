@@ -71,3 +71,10 @@ async def any_store(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIt
     """Every store, the cookie store included."""
     async with await _make_store(request.param, request, clock) as opened:
         yield opened
+
+
+@pytest.fixture(params=[kind for kind in REDIS_STORES if _available(kind)])
+async def redis_store(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Store]:
+    """RedisStore on each topology: one server, a Redis Cluster, behind Sentinel."""
+    async with await _make_store(request.param, request, clock) as opened:
+        yield opened
