@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 
 SECRET = "multi-process-secret-key-long-enough-000"
+WORK = 0.005
 HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 
 
@@ -53,6 +54,9 @@ def make_app() -> Any:
     async def put(request: Request) -> JSONResponse:
         session = await request.state.session
         session[request.query_params["key"]] = int(request.query_params["n"])
+        # A view does some work between loading and saving: the window in which another
+        # machine's logout can overtake this request (its save must then be refused).
+        await asyncio.sleep(WORK)
         return JSONResponse({"ok": True})
 
     async def logout(request: Request) -> JSONResponse:

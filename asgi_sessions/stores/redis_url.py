@@ -229,7 +229,7 @@ def connect(
     ``Redis`` that a ``Sentinel`` keeps pointed at the current master."""
     import redis.asyncio
     from redis.asyncio.retry import Retry
-    from redis.backoff import ExponentialBackoff, NoBackoff
+    from redis.backoff import NoBackoff
     from redis.exceptions import ConnectionError
 
     settings: dict[str, Any] = {
@@ -251,11 +251,11 @@ def connect(
     if url.kind == "cluster":
         from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-        # Between attempts the cluster client re-reads the slot map, so a retry finds a
-        # promoted replica or a moved slot; two quick ones, then the request fails (503)
-        # rather than hang through a failover. Writes are idempotent, so a retried one
-        # that had in fact run does no harm.
-        settings.setdefault("retry", Retry(ExponentialBackoff(cap=0.2, base=0.02), 2))
+        # No retry by the cluster client: it would resend a script whose reply timed out,
+        # and a write must not run twice. A command that fails marks the slot map stale,
+        # so the next request re-reads it and finds a promoted replica; MOVED and ASK
+        # redirections are followed either way (the command did not run).
+        settings.setdefault("retry", Retry(NoBackoff(), 0))
         cluster = RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in url.nodes],
             # Serve the slots that have a master while others are failing over.
