@@ -2,7 +2,8 @@
 
 Like Django's ``clearsessions`` management command, plus a look at one session and at a
 user's sessions. Every command takes a store URL (``sqlite:///sessions.sqlite3``,
-``redis://localhost:6379/0``, ...).
+``redis://localhost:6379/0``, ``redis+cluster://10.0.0.1:6379``,
+``redis+sentinel://10.0.0.1:26379/mymaster``, ...).
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m asgi_sessions",
         description="Inspect and clean a session store. URL examples: memory://, "
         "sqlite:///sessions.sqlite3 (relative), sqlite:////var/lib/app/sessions.sqlite3 "
-        "(absolute), redis://localhost:6379/0.",
+        "(absolute), redis://localhost:6379/0, redis+cluster://host:port (any node of a "
+        "Redis Cluster), redis+sentinel://host:port[,host:port]/service[/db].",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from asgi_sessions import SessionMiddleware, Store
 
@@ -59,6 +61,8 @@ class FailoverRun:
     attempts: list[Attempt] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
     """Sessions whose stored ``n`` is below the last one a 200 acknowledged."""
+    crashes: list[str] = field(default_factory=list)
+    """Exceptions that escaped the app (a 500): anything but the store's own errors."""
 
     def failed(self, *, victim: bool) -> list[Attempt]:
         return [a for a in self.attempts if a.victim is victim and a.status != 200]
@@ -96,7 +100,15 @@ async def run_failover(
         after: successes each victim must see after the promotion before the run ends.
     """
     run = FailoverRun()
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+
+    async def recording(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await app(scope, receive, send)
+        except Exception as exc:
+            run.crashes.append("".join(traceback.format_exception(exc)[-4:]))
+            raise
+
+    transport = httpx.ASGITransport(app=recording, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
         cookies = await _sessions(http, victim_of, victims, bystanders)
         http.cookies.clear()  # from here on every request names its session itself

@@ -33,13 +33,16 @@ async def seed(url: str, sessions: dict[str, tuple[dict[str, object], float, str
             await store.save(key, change)
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "redis-sentinel"])
 async def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A store URL holding two live sessions of "ann" and two expired ones."""
+    """A store URL holding two live sessions of "ann" and two expired ones.
+
+    (On a Redis Cluster a session's key is minted by the store, so the cluster's CLI test
+    seeds its own: tests/test_redis_topologies.py.)"""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'sessions.sqlite3'}"
     else:
-        url = request.getfixturevalue("redis_url")
+        url = request.getfixturevalue(request.param.replace("-", "_") + "_url")
     await seed(
         url,
         {

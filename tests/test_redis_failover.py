@@ -15,11 +15,9 @@ from asgi_sessions.stores.redis import RedisStore
 from bench.failover import FailoverRun, failover_app, run_failover
 from tests.redis_cluster import RedisClusterSet, RedisSentinelSet
 
-# Fail fast while the master is gone: the request answers 503 instead of hanging.
-TIMEOUTS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
-
 
 def assert_failed_closed_then_recovered(run: FailoverRun) -> None:
+    assert run.crashes == []
     failed = run.failed(victim=True)
     assert failed, "the dead master's sessions never failed: was it the right master?"
     assert {attempt.status for attempt in failed} == {503}
@@ -34,7 +32,7 @@ async def test_a_cluster_master_dies_and_its_sessions_fail_closed_until_the_repl
 ) -> None:
     cluster = private_redis_cluster
     doomed = cluster.master_for_slot(0)
-    async with store_from_url(cluster.url, **TIMEOUTS) as store:
+    async with store_from_url(cluster.url) as store:
         assert isinstance(store, RedisStore)
 
         def victim_of(key: str) -> bool:
@@ -56,7 +54,7 @@ async def test_a_sentinel_master_dies_and_requests_fail_closed_until_the_replica
     private_redis_sentinel: RedisSentinelSet,
 ) -> None:
     sentinel = private_redis_sentinel
-    async with store_from_url(sentinel.url, **TIMEOUTS) as store:
+    async with store_from_url(sentinel.url) as store:
 
         def kill_and_wait() -> float:
             return sentinel.wait_promoted(sentinel.kill_master())

@@ -98,3 +98,9 @@ def test_one_server_keeps_the_layout_it_always_had() -> None:
 
     assert Layout(PREFIX).name(key) == PREFIX + hash_key(key)
     assert Layout(PREFIX).index_prefix(tag_of(key)) == PREFIX + "owner:"
+
+
+def test_no_tag_starts_with_a_dash_so_keys_never_read_as_options() -> None:
+    tags = [random_tag() for _ in range(2000)] + [owner_tag(SLOT_KEY, f"u{n}") for n in range(2000)]
+
+    assert all(len(tag) == TAG_LENGTH and not tag.startswith("-") for tag in tags)

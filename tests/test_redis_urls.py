@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
 from asgi_sessions.errors import ImproperlyConfigured
@@ -121,3 +124,36 @@ async def test_a_sentinel_url_reaches_the_master_the_sentinels_name(
     redis_sentinel: RedisSentinelSet, redis_sentinel_url: str
 ) -> None:
     assert await _round_trip(parse_redis_url(redis_sentinel_url)) == "hello"
+
+
+async def test_many_requests_finding_the_master_at_once_keep_every_sentinel(
+    redis_sentinel: RedisSentinelSet, redis_sentinel_url: str
+) -> None:
+    clients = connect(
+        parse_redis_url(redis_sentinel_url),
+        socket_timeout=2,
+        socket_connect_timeout=2,
+        max_connections=4,
+    )
+    assert clients.sentinel is not None
+    sentinels = clients.sentinel.sentinels
+    before = set(map(id, sentinels))
+    # As during a failover: the first Sentinel answers, but calls the master down, so
+    # each lookup moves another Sentinel to the front of the list.
+    first = sentinels[0]
+    real = first.sentinel_masters
+
+    async def master_is_down() -> Any:
+        masters = await real()
+        for state in masters.values():
+            state["is_sdown"] = True
+        return masters
+
+    first.sentinel_masters = master_is_down  # type: ignore[method-assign]
+    try:
+        await asyncio.gather(
+            *(clients.sentinel.discover_master(redis_sentinel.service) for _ in range(10))
+        )
+        assert set(map(id, clients.sentinel.sentinels)) == before  # none lost, none twice
+    finally:
+        await clients.aclose()

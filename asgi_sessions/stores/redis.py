@@ -388,6 +388,12 @@ class RedisStore(Store):
             self._require_open()
         if change.owner_changed and self.layout.cluster:
             if await self._target_tag(session_key, change) != tag_of(session_key):
+                if change.create:
+                    raise ValueError(
+                        "On a Redis Cluster a session's key carries its owner's slot tag, "
+                        "so a caller cannot choose the key of an owned session: create it "
+                        "with store.create(change), which mints one."
+                    )
                 # The new owner's index is in another slot: the session must move there,
                 # under a new key, even with rotation switched off.
                 return await self.rotate(session_key, change)

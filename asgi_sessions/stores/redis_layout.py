@@ -93,15 +93,20 @@ def check_prefix(prefix: str) -> None:
         )
 
 
+def _tag(three_bytes: bytes) -> str:
+    tag = base64.urlsafe_b64encode(three_bytes).decode()
+    # A key starting with "-" reads as an option on a command line (`show URL KEY`).
+    return "_" + tag[1:] if tag[0] == "-" else tag
+
+
 def random_tag() -> str:
     """A tag for a session with no owner: any slot."""
-    return secrets.token_urlsafe(3)[:TAG_LENGTH]
+    return _tag(secrets.token_bytes(3))
 
 
 def owner_tag(slot_key: bytes, owner: str) -> str:
     """The tag of every session ``owner`` has, and of their index."""
-    digest = hmac.new(slot_key, owner.encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest[:3]).decode()
+    return _tag(hmac.new(slot_key, owner.encode(), hashlib.sha256).digest()[:3])
 
 
 def mint_key(tag: str) -> str:

@@ -1,26 +1,26 @@
-"""Acknowledge a write only once the master's replicas hold it (``WAIT``).
+"""Acknowledge a write only once a replica holds it (``WAIT``).
 
 Redis replicates asynchronously: a master answers a write before any replica has it, so
 a master that dies right after answering takes the write with it, and the replica that
-Cluster or Sentinel promotes never saw it. ``WAIT n timeout`` blocks until ``n``
-replicas have acknowledged everything the connection wrote. We send it in the same
-pipeline as the write (one round trip, on the same connection), so a save is answered
-only when every replica the master had online at that moment holds it; otherwise the
-save fails (the request gets a 5xx, the cookie is untouched) instead of being
-acknowledged and lost.
+Cluster or Sentinel promotes never saw it. ``WAIT 1 timeout`` blocks until a replica
+has acknowledged everything the connection wrote. We send it in the same pipeline as
+the write (one round trip, on the same connection), so a save is answered only once a
+replica holds it; otherwise the save fails (the request gets a 5xx, the cookie is
+untouched) instead of being acknowledged and then lost. One replica is enough: both
+Sentinel and Cluster promote the replica that is furthest along.
 
-How many replicas to wait for is learnt from the master itself: the pipeline also asks
-``INFO replication``, and the count of replicas online is remembered per node for the
-next write. A master with no replica online (just after a failover, before the old
-master is back as a replica) is waited for by nobody: there is nothing a failover could
-promote. If a replica came online since the last write, the write is confirmed by a
-second, tiny write in the same slot and a ``WAIT`` for all of them (replication is in
-order, so covering the later write covers the earlier one).
+A master with no replica online (just after a failover, until the old master is back as
+its replica) has nothing a failover could promote, so nobody is waited for: its writes
+are answered at once and the pipeline asks ``INFO replication`` instead of ``WAIT``,
+until a replica shows up. The first write after a replica vanished pays the timeout once.
+A write made while the replica was coming back is confirmed by a second, tiny write in
+the same slot and a ``WAIT`` (replication is in order: covering the later write covers
+the earlier one).
 
-What this does not promise (Redis cannot): ``WAIT`` makes a write reach the replicas'
-memory, not their disks; a write that failed may still have been applied, and may show
-up or vanish at the next failover; a replica that is online but lagging makes writes on
-its master fail after ``timeout`` until it catches up or drops out.
+What this does not promise (Redis cannot): ``WAIT`` puts a write in a replica's memory,
+not on its disk; a write that failed may still have been applied, and may show up or
+vanish at the next failover; a replica that is online but stalled makes writes on its
+master fail after ``timeout`` until it recovers or its master drops it.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class ReplicatedWrites:
         self.cluster = isinstance(client, RedisCluster)
         self.timeout_ms = max(1, round(timeout * 1000))
         self._no_script = NoScriptError
-        # Replicas each master had online at its last write (unknown masters: assume one).
+        # Replicas each master had online when last asked.
         self._online: dict[str, int] = {}
 
     async def run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
@@ -68,39 +68,47 @@ class ReplicatedWrites:
 
     async def _run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         node, target = await self._node(keys[0])
-        expected = self._online.get(node, 1)
+        # A node not asked yet (a new master after a failover, say) is asked, not waited on.
+        replicated = self._online.get(node, 0) > 0
         pipe = self.client.pipeline(transaction=False)
         pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        pipe.execute_command("INFO", "replication", **target)
-        if expected:
-            pipe.execute_command("WAIT", expected, self.timeout_ms, **target)
-        results = await pipe.execute(raise_on_error=False)
-        reply = results[0]
-        if isinstance(reply, Exception):
-            raise reply
-        for result in results[1:]:
+        if replicated:
+            pipe.execute_command("WAIT", 1, self.timeout_ms, **target)
+        else:
+            pipe.execute_command("INFO", "replication", **target)
+        reply, check = await pipe.execute(raise_on_error=False)
+        for result in (reply, check):
             if isinstance(result, Exception):
                 raise result
-        online = _online_replicas(results[1])
+        if self.cluster:
+            serving = (await self._node(keys[0]))[0]
+            if serving != node:
+                # The slot moved while we wrote (a failover, a resharding): WAIT went to
+                # the wrong node, so confirm on the right one.
+                node, replicated, check = serving, False, await self._info(keys[0])
+        if replicated and int(check) >= 1:
+            return reply
+        online = _online_replicas(check if not replicated else await self._info(keys[0]))
         self._online[node] = online
-        acknowledged = results[2] if expected else 0
-        moved = self.cluster and (await self._node(keys[0]))[0] != node
-        if moved or (acknowledged < online and expected < online):
-            # WAIT went to another node (the slot moved) or asked for too few replicas.
-            acknowledged = await self._confirm(keys[0], online)
-        if acknowledged < online:
-            raise NotReplicated(
-                f"{acknowledged} of the master's {online} online replica(s) confirmed the "
-                f"write within {self.timeout_ms} ms"
-            )
-        return reply
+        if online == 0:
+            return reply  # nothing a failover could promote: nobody to wait for
+        if not replicated and await self._confirm(keys[0]) >= 1:
+            return reply
+        raise NotReplicated(
+            f"none of the master's {online} online replica(s) confirmed the write within "
+            f"{self.timeout_ms} ms"
+        )
 
-    async def _confirm(self, key: str, online: int) -> int:
-        """A later write in the same slot, then WAIT for every online replica."""
+    async def _info(self, key: str) -> Any:
+        _, target = await self._node(key)
+        return await self.client.execute_command("INFO", "replication", **target)
+
+    async def _confirm(self, key: str) -> int:
+        """A later write in the same slot, then WAIT for a replica."""
         _, target = await self._node(key)
         pipe = self.client.pipeline(transaction=False)
         pipe.execute_command("SET", key + ":ack", "1", "PX", 1000)
-        pipe.execute_command("WAIT", max(online, 1), self.timeout_ms, **target)
+        pipe.execute_command("WAIT", 1, self.timeout_ms, **target)
         _, acknowledged = await pipe.execute()
         return int(acknowledged)
 

@@ -17,6 +17,8 @@ options, as in redis-py's own URLs. Every message shows a URL without its passwo
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, unquote
@@ -204,6 +206,29 @@ def _options(query: str, shown: str) -> dict[str, Any]:
     return options
 
 
+@functools.cache
+def _sentinel_class() -> type[Sentinel]:
+    from redis.asyncio.sentinel import Sentinel
+
+    class OneAtATimeSentinel(Sentinel):
+        """Asks the Sentinels for the master one request at a time.
+
+        redis-py's ``discover_master`` reorders its list of Sentinels between awaits;
+        several requests reconnecting at once after a failover corrupt that list (one
+        Sentinel listed twice, another lost, its connections never closed).
+        """
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+            self._discovering = asyncio.Lock()
+
+        async def discover_master(self, service_name: str) -> Any:
+            async with self._discovering:
+                return await super().discover_master(service_name)
+
+    return OneAtATimeSentinel
+
+
 @dataclass(slots=True)
 class RedisClients:
     """What :func:`connect` built: the client the store talks to, and what to close."""
@@ -270,12 +295,10 @@ def connect(
     # fails fast instead of backing off.
     settings.setdefault("retry", Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)))
     if url.kind == "sentinel":
-        from redis.asyncio.sentinel import Sentinel
-
         if url.tls:
             sentinel_settings["ssl"] = True
         service = url.service or ""  # parse_redis_url refuses a Sentinel URL without one
-        sentinel = Sentinel(list(url.nodes), sentinel_kwargs=sentinel_settings)  # type: ignore[no-untyped-call]
+        sentinel = _sentinel_class()(list(url.nodes), sentinel_kwargs=sentinel_settings)
         master = sentinel.master_for(
             service, db=url.db, ssl=url.tls, max_connections=max_connections, **settings
         )
