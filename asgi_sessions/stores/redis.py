@@ -157,6 +157,7 @@ class RedisStore(Store):
             OSError,
             NotReplicated,
         )
+        self._no_script = redis.exceptions.NoScriptError
         self._where = _describe(client)
         if wait_for_replicas is None:
             wait_for_replicas = _replicated(client, cluster)
@@ -299,7 +300,38 @@ class RedisStore(Store):
         """Run a script that writes: through WAIT when the master has replicas to wait for."""
         if self._replicas is not None:
             return await self._call(doing, self._replicas.run, script, keys, args)
-        return await self._call(doing, script, keys=keys, args=args)
+        return await self._call(doing, self._script, script, keys, args)
+
+    async def _script(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        if not self.layout.cluster:
+            return await script(keys=keys, args=args)
+        target = await self._node_of(keys[0])
+        try:
+            return await self.client.execute_command(
+                "EVALSHA", script.sha, len(keys), *keys, *args, **target
+            )
+        except self._no_script:
+            await self.client.script_load(script.script)  # on every master
+            return await self.client.execute_command(
+                "EVALSHA", script.sha, len(keys), *keys, *args, **target
+            )
+
+    async def _hgetall(self, name: str) -> dict[Any, Any]:
+        client: Any = self.client
+        if not self.layout.cluster:
+            return await client.hgetall(name)  # type: ignore[no-any-return]
+        return await client.execute_command("HGETALL", name, **await self._node_of(name))  # type: ignore[no-any-return]
+
+    async def _node_of(self, name: str) -> dict[str, Any]:
+        """Where a cluster command on ``name`` goes, decided here rather than by the client.
+
+        redis-py picks a command's node before it makes sure it knows the slots, so the
+        first commands of a fresh (or just reset) client can go to a random node; each
+        MOVED answer then used to reset the client again, under every other request.
+        """
+        client: Any = self.client
+        await client.initialize()
+        return {"target_nodes": client.get_node_from_key(name)}
 
     # -- keys and slots ---------------------------------------------------------------
 
@@ -334,9 +366,7 @@ class RedisStore(Store):
 
     async def read(self, store_id: str) -> StoredSession | None:
         """The live record named ``prefix + store_id`` (a cluster's ids carry a slot tag)."""
-        raw: dict[Any, Any] = await self._call(
-            "loading a session", self.client.hgetall, self.prefix + store_id
-        )
+        raw = await self._call("loading a session", self._hgetall, self.prefix + store_id)
         return self._record(raw)
 
     async def load(self, session_key: str) -> StoredSession | None:
@@ -541,9 +571,10 @@ class RedisStore(Store):
         # Listing prunes the index, but need not wait for replicas: pruning is idempotent.
         rows: list[Any] = await self._call(
             "listing an owner's sessions",
+            self._script,
             self._list,
-            keys=[self.layout.index_prefix(tag) + owner],
-            args=[self.prefix, owner, repr(self.clock())],
+            [self.layout.index_prefix(tag) + owner],
+            [self.prefix, owner, repr(self.clock())],
         )
         texts = [_text(item) for item in rows]
         return tag, [

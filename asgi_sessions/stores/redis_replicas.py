@@ -71,7 +71,7 @@ class ReplicatedWrites:
         # A node not asked yet (a new master after a failover, say) is asked, not waited on.
         replicated = self._online.get(node, 0) > 0
         pipe = self.client.pipeline(transaction=False)
-        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args, **target)
         if replicated:
             pipe.execute_command("WAIT", 1, self.timeout_ms, **target)
         else:
@@ -107,7 +107,7 @@ class ReplicatedWrites:
         """A later write in the same slot, then WAIT for a replica."""
         _, target = await self._node(key)
         pipe = self.client.pipeline(transaction=False)
-        pipe.execute_command("SET", key + ":ack", "1", "PX", 1000)
+        pipe.execute_command("SET", key + ":ack", "1", "PX", 1000, **target)
         pipe.execute_command("WAIT", 1, self.timeout_ms, **target)
         _, acknowledged = await pipe.execute()
         return int(acknowledged)

@@ -285,6 +285,9 @@ def connect(
             startup_nodes=[ClusterNode(host, port) for host, port in url.nodes],
             # Serve the slots that have a master while others are failing over.
             require_full_coverage=False,
+            # A MOVED answer updates that slot only: resetting the whole client closes
+            # connections other requests are using (redis-py), failing them too.
+            reinitialize_steps=0,
             ssl=url.tls,
             max_connections=max_connections,
             **settings,
