@@ -26,18 +26,14 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     ImproperlyConfigured,
     KeyCollision,
-    MissingDependency,
     SessionInterrupted,
     SessionStoreError,
 )
-from ..redaction import redact_url
 from .base import (
     Clock,
     OwnedSession,
@@ -48,40 +44,38 @@ from .base import (
     WriteOutcome,
     public_id_for,
 )
-from .redis_layout import ClusterLayout, Layout, mint_key, owner_tag, random_tag, tag_of
-from .redis_replicas import NotReplicated, ReplicatedWrites
+from .redis_io import RedisCommands, import_redis
+from .redis_layout import (
+    CREATED,
+    DATA,
+    EXPIRY,
+    ClusterLayout,
+    Layout,
+    decode_record,
+    mint_key,
+    owner_tag,
+    random_tag,
+    tag_of,
+)
+from .redis_url import open_url
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.cluster import RedisCluster
-    from redis.commands.core import AsyncScript
 
-    from .redis_url import RedisClients
 
 __all__ = ["RedisStore"]
 
 logger = logging.getLogger("asgi_sessions")
 
-_DATA = "d:"
-_EXPIRES, _CREATED, _UPDATED, _EXPIRY, _OWNER, _MOVED = "m:e", "m:c", "m:u", "m:x", "m:o", "m:m"
-_CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel")
 _CREATE_ATTEMPTS = 5
 # How long a process trusts its copy of the cluster's slot key before reading it again.
 _SLOT_KEY_TTL = 60.0
 
 
-def _script(name: str) -> str:
-    return (resources.files(__package__) / "lua" / f"{name}.lua").read_text()
-
-
 def _import_redis() -> Any:
-    try:
-        import redis.asyncio
-        import redis.asyncio.cluster
-        import redis.exceptions
-    except ImportError as exc:
-        raise MissingDependency("redis", "redis") from exc
-    return redis
+    """The redis package (asgi_sessions.importers imports this name from here)."""
+    return import_redis()
 
 
 def _text(value: bytes | str) -> str:
@@ -93,28 +87,7 @@ def _flag(value: str | None) -> str:
     return "-" if value is None else "+" + value
 
 
-def _describe(client: Any) -> str:
-    """Where the client points, for error messages (never with a password)."""
-    nodes = getattr(client, "startup_nodes", None)
-    if nodes:
-        return "Redis Cluster via " + ",".join(f"{node.host}:{node.port}" for node in nodes)
-    pool = getattr(client, "connection_pool", None)
-    service = getattr(pool, "service_name", None)
-    if service is not None:
-        return f"the master Sentinel names for {service!r}"
-    kwargs: dict[str, Any] = getattr(pool, "connection_kwargs", {})
-    if "path" in kwargs:
-        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
-    host, port, db = kwargs.get("host", "localhost"), kwargs.get("port", 6379), kwargs.get("db", 0)
-    return f"redis://{host}:{port}/{db}"
-
-
-def _replicated(client: Any, cluster: bool) -> bool:
-    # Cluster masters and Sentinel-managed masters have replicas that a failover promotes.
-    return cluster or hasattr(getattr(client, "connection_pool", None), "service_name")
-
-
-class RedisStore(Store):
+class RedisStore(RedisCommands, Store):
     """Sessions in Redis, shared by every process and machine that reaches the server.
 
     ``RedisStore(client)`` uses a ``redis.asyncio.Redis`` (also one from
@@ -122,7 +95,7 @@ class RedisStore(Store):
     open; :meth:`from_url` builds a client that :meth:`aclose` closes.
 
     Args:
-        wait_for_replicas: answer a write only once the master's online replicas hold it
+        wait_for_replicas: answer a write only once a replica of its master holds it
             (``WAIT``), so a failover cannot lose it. Default: on for a cluster or a
             Sentinel-managed master, off otherwise.
         replica_timeout: seconds to wait for the replicas before the write fails.
@@ -137,38 +110,20 @@ class RedisStore(Store):
         wait_for_replicas: bool | None = None,
         replica_timeout: float = 0.5,
     ) -> None:
-        redis = _import_redis()
-        super().__init__(clock=clock)
+        Store.__init__(self, clock=clock)
         if not prefix:
             raise ImproperlyConfigured("prefix must not be empty; use e.g. 'asgi_sessions:'.")
-        cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
-        self.layout = ClusterLayout(prefix) if cluster else Layout(prefix)
-        self.new_key_on_owner_change = cluster
-        self.client = client
+        RedisCommands.__init__(
+            self, client, wait_for_replicas=wait_for_replicas, replica_timeout=replica_timeout
+        )
+        self.layout = ClusterLayout(prefix) if self.cluster else Layout(prefix)
+        self.new_key_on_owner_change = self.cluster
         self.prefix = prefix
-        self._owned_clients: RedisClients | None = None
-        # from_url() bounds concurrent commands to its pool's size, so a burst queues here
-        # instead of failing with "Too many connections"; a client you pass in is yours.
-        self._gate: asyncio.Semaphore | None = None
-        self._pool_timeout = 5.0
-        self._errors: tuple[type[BaseException], ...] = (
-            redis.exceptions.RedisError,
-            redis.exceptions.RedisClusterException,
-            OSError,
-            NotReplicated,
-        )
-        self._no_script = redis.exceptions.NoScriptError
-        self._where = _describe(client)
-        if wait_for_replicas is None:
-            wait_for_replicas = _replicated(client, cluster)
-        self._replicas = (
-            ReplicatedWrites(client, timeout=replica_timeout) if wait_for_replicas else None
-        )
-        self._write: AsyncScript = client.register_script(_script("write"))
-        self._remove: AsyncScript = client.register_script(_script("remove"))
-        self._list: AsyncScript = client.register_script(_script("list"))
-        self._unseal: AsyncScript = client.register_script(_script("unseal"))
-        self._read_slot_key: AsyncScript = client.register_script(_script("slot_key"))
+        self._write = self.register("write")
+        self._remove = self.register("remove")
+        self._list = self.register("list")
+        self._unseal = self.register("unseal")
+        self._read_slot_key = self.register("slot_key")
         self._slot_key: bytes | None = None
         self._slot_key_read_at = 0.0
 
@@ -202,44 +157,14 @@ class RedisStore(Store):
                 seconds) instead of failing.
             client_options: passed to the connection pool (``redis.asyncio`` options).
         """
-        redis = _import_redis()
-        from .redis_url import connect, parse_redis_url
-
-        if url.partition("://")[0].lower() in _CLUSTER_SCHEMES:
-            clients = connect(
-                parse_redis_url(url),
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=socket_connect_timeout,
-                max_connections=max_connections,
-                **client_options,
-            )
-        else:
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
-            from .redis_url import RedisClients
-
-            # One immediate retry on a dropped connection (a pooled socket that died while
-            # the server restarted), none on timeouts: an outage fails fast.
-            client_options.setdefault(
-                "retry",
-                Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
-            )
-            client_options.setdefault("decode_responses", True)
-            try:
-                clients = RedisClients(
-                    redis.asyncio.Redis.from_url(
-                        url,
-                        max_connections=max_connections,
-                        socket_timeout=socket_timeout,
-                        socket_connect_timeout=socket_connect_timeout,
-                        **client_options,
-                    )
-                )
-            except ValueError as exc:
-                raise ImproperlyConfigured(
-                    f"Invalid Redis URL {redact_url(url)!r}: {redact_url(str(exc))}"
-                ) from exc
+        import_redis()  # without redis: the ImportError that says how to install it
+        clients = open_url(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            max_connections=max_connections,
+            **client_options,
+        )
         store = cls(
             clients.client,
             prefix=prefix,
@@ -256,82 +181,6 @@ class RedisStore(Store):
 
     def __repr__(self) -> str:
         return f"RedisStore({self._where!r})"
-
-    # -- running commands --------------------------------------------------------------
-
-    def _failure(self, doing: str, exc: BaseException) -> SessionStoreError:
-        return SessionStoreError(
-            f"Redis ({self._where}) failed while {doing} ({type(exc).__name__}: "
-            f"{redact_url(str(exc))}). Check that the server is running and reachable "
-            "from this process, and its timeouts and credentials."
-        )
-
-    async def _call(
-        self, doing: str, command: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
-    ) -> Any:
-        """Run one Redis command; a failure becomes a SessionStoreError saying what failed."""
-        if self._closed:
-            self._require_open()
-        gate = self._gate
-        if gate is not None:
-            await self._acquire(gate, doing)
-        try:
-            return await command(*args, **kwargs)
-        except self._errors as exc:
-            raise self._failure(doing, exc) from exc
-        finally:
-            if gate is not None:
-                gate.release()
-
-    async def _acquire(self, gate: asyncio.Semaphore, doing: str) -> None:
-        if not gate.locked():
-            await gate.acquire()
-            return
-        # Every connection is busy: wait for one, but not forever.
-        try:
-            async with asyncio.timeout(self._pool_timeout):
-                await gate.acquire()
-        except TimeoutError as exc:
-            raise self._failure(
-                f"{doing} (no free connection within {self._pool_timeout} s)", exc
-            ) from exc
-
-    async def _run(self, doing: str, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
-        """Run a script that writes: through WAIT when the master has replicas to wait for."""
-        if self._replicas is not None:
-            return await self._call(doing, self._replicas.run, script, keys, args)
-        return await self._call(doing, self._script, script, keys, args)
-
-    async def _script(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
-        if not self.layout.cluster:
-            return await script(keys=keys, args=args)
-        target = await self._node_of(keys[0])
-        try:
-            return await self.client.execute_command(
-                "EVALSHA", script.sha, len(keys), *keys, *args, **target
-            )
-        except self._no_script:
-            await self.client.script_load(script.script)  # on every master
-            return await self.client.execute_command(
-                "EVALSHA", script.sha, len(keys), *keys, *args, **target
-            )
-
-    async def _hgetall(self, name: str) -> dict[Any, Any]:
-        client: Any = self.client
-        if not self.layout.cluster:
-            return await client.hgetall(name)  # type: ignore[no-any-return]
-        return await client.execute_command("HGETALL", name, **await self._node_of(name))  # type: ignore[no-any-return]
-
-    async def _node_of(self, name: str) -> dict[str, Any]:
-        """Where a cluster command on ``name`` goes, decided here rather than by the client.
-
-        redis-py picks a command's node before it makes sure it knows the slots, so the
-        first commands of a fresh (or just reset) client can go to a random node; each
-        MOVED answer then used to reset the client again, under every other request.
-        """
-        client: Any = self.client
-        await client.initialize()
-        return {"target_nodes": client.get_node_from_key(name)}
 
     # -- keys and slots ---------------------------------------------------------------
 
@@ -367,38 +216,13 @@ class RedisStore(Store):
     async def read(self, store_id: str) -> StoredSession | None:
         """The live record named ``prefix + store_id`` (a cluster's ids carry a slot tag)."""
         raw = await self._call("loading a session", self._hgetall, self.prefix + store_id)
-        return self._record(raw)
+        return decode_record(raw, self.clock())
 
     async def load(self, session_key: str) -> StoredSession | None:
-        return await self.read(self.layout.member(session_key))
-
-    def _record(self, raw: dict[Any, Any]) -> StoredSession | None:
-        if not raw:
-            return None
-        items: Iterable[tuple[Any, Any]] = raw.items()
-        if isinstance(next(iter(raw)), bytes):
-            # A client built without decode_responses=True (ours decode in the parser).
-            items = [(name.decode(), value.decode()) for name, value in items]
-        data: dict[str, str] = {}
-        meta: dict[str, str] = {}
-        for name, value in items:
-            if name[:2] == _DATA:
-                data[name[2:]] = value
-            else:
-                meta[name] = value
-        expires = meta.get(_EXPIRES)
-        # Redis expires the hash itself; the clock check makes an injected clock
-        # authoritative. A sealed record has moved to another slot: gone for us.
-        if expires is None or float(expires) <= self.clock() or _MOVED in meta:
-            return None
-        return StoredSession(
-            data=data,
-            expires_at=float(expires),
-            created_at=float(meta[_CREATED]),
-            updated_at=float(meta[_UPDATED]),
-            expiry=meta.get(_EXPIRY),
-            owner=meta.get(_OWNER),
-        )
+        # read(), inlined: this is the one call on every request that touches a session.
+        name = self.prefix + self.layout.member(session_key)
+        raw = await self._call("loading a session", self._hgetall, name)
+        return decode_record(raw, self.clock())
 
     async def create(self, change: SessionWrite) -> Saved:
         self._require_open()
@@ -427,8 +251,8 @@ class RedisStore(Store):
                 # The new owner's index is in another slot: the session must move there,
                 # under a new key, even with rotation switched off.
                 return await self.rotate(session_key, change)
-        outcome = await self._merge(session_key, session_key, change)
-        return Saved(session_key, outcome.alive, outcome.expires_at, outcome.expiry)
+        reply = await self._merge_reply(session_key, session_key, change)
+        return Saved(session_key, reply[1] == 1, float(_text(reply[2])), _expiry(reply[3]))
 
     async def rotate(self, session_key: str, change: SessionWrite) -> Saved:
         self._require_open()
@@ -465,9 +289,10 @@ class RedisStore(Store):
         self, key: str, new_key: str, change: SessionWrite, *, seal: bool = False
     ) -> list[Any]:
         layout = self.layout
-        deleted = [_DATA + name for name in change.deleted if name not in change.set]
+        deleted = [DATA + name for name in change.deleted if name not in change.set]
         cap = change.expires_cap
-        member, new_member = layout.member(key), layout.member(new_key)
+        member = layout.member(key)
+        new_member = member if new_key is key else layout.member(new_key)
         args: list[str | int] = [
             layout.index_prefix(tag_of(key)),
             member,
@@ -487,7 +312,7 @@ class RedisStore(Store):
             *deleted,
         ]
         for name, value in change.set.items():
-            args += (_DATA + name, value)
+            args += (DATA + name, value)
         names = [self.prefix + member, self.prefix + (member if seal else new_member)]
         reply: list[Any] = await self._run("saving a session", self._write, names, args)
         if reply[0] == 1:
@@ -510,17 +335,17 @@ class RedisStore(Store):
         fields = dict(zip(reply[1][::2], reply[1][1::2], strict=True))
         fields = {_text(name): _text(value) for name, value in fields.items()}
         moved = SessionWrite(
-            set={name[2:]: value for name, value in fields.items() if name[:2] == _DATA},
+            set={name[2:]: value for name, value in fields.items() if name[:2] == DATA},
             deleted=frozenset(),
             replace=False,
             create=True,
             now=change.now,
             default_expires_at=change.default_expires_at,
             expires_cap=change.expires_cap,
-            created_at=float(fields[_CREATED]),
+            created_at=float(fields[CREATED]),
             owner=change.owner,
             owner_changed=True,
-            expiry=fields.get(_EXPIRY),
+            expiry=fields.get(EXPIRY),
             expiry_changed=True,
         )
         try:
@@ -612,9 +437,9 @@ class RedisStore(Store):
 
 
 def _outcome(reply: list[Any]) -> WriteOutcome:
-    expiry = _text(reply[3])
-    return WriteOutcome(
-        alive=reply[1] == 1,
-        expires_at=float(_text(reply[2])),
-        expiry=expiry[1:] if expiry else None,
-    )
+    return WriteOutcome(reply[1] == 1, float(_text(reply[2])), _expiry(reply[3]))
+
+
+def _expiry(reported: bytes | str) -> str | None:
+    text = _text(reported)
+    return text[1:] if text else None

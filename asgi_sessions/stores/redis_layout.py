@@ -63,15 +63,17 @@ import base64
 import hashlib
 import hmac
 import secrets
+from typing import Any
 
 from ..errors import ImproperlyConfigured
-from .base import hash_key
+from .base import StoredSession, hash_key
 
 __all__ = [
     "TAG_LENGTH",
     "ClusterLayout",
     "Layout",
     "check_prefix",
+    "decode_record",
     "mint_key",
     "owner_tag",
     "random_tag",
@@ -80,6 +82,39 @@ __all__ = [
 
 TAG_LENGTH = 4
 _KEY_BYTES = 32
+# A session's hash: one field per top-level key, and the metadata beside them.
+DATA = "d:"
+EXPIRES, CREATED, UPDATED, EXPIRY, OWNER, MOVED = "m:e", "m:c", "m:u", "m:x", "m:o", "m:m"
+
+
+def decode_record(raw: dict[Any, Any], now: float) -> StoredSession | None:
+    """The live session an ``HGETALL`` returned, or ``None``."""
+    if not raw:
+        return None
+    items: Any = raw.items()
+    if isinstance(next(iter(raw)), bytes):
+        # A client built without decode_responses=True (ours decode in the parser).
+        items = [(name.decode(), value.decode()) for name, value in items]
+    data: dict[str, str] = {}
+    meta: dict[str, str] = {}
+    for name, value in items:
+        if name[:2] == DATA:
+            data[name[2:]] = value
+        else:
+            meta[name] = value
+    expires = meta.get(EXPIRES)
+    # Redis expires the hash itself; the clock check makes an injected clock
+    # authoritative. A sealed record has moved to another slot: gone for everyone else.
+    if expires is None or float(expires) <= now or MOVED in meta:
+        return None
+    return StoredSession(
+        data=data,
+        expires_at=float(expires),
+        created_at=float(meta[CREATED]),
+        updated_at=float(meta[UPDATED]),
+        expiry=meta.get(EXPIRY),
+        owner=meta.get(OWNER),
+    )
 
 
 def check_prefix(prefix: str) -> None:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from redis.asyncio.cluster import RedisCluster
     from redis.asyncio.sentinel import Sentinel
 
-__all__ = ["RedisURL", "parse_redis_url"]
+__all__ = ["RedisClients", "RedisURL", "connect", "open_url", "parse_redis_url"]
 
 Kind = Literal["server", "cluster", "sentinel"]
 
@@ -51,6 +51,7 @@ _EXAMPLES: dict[Kind, str] = {
 _DEFAULT_PORT: dict[Kind, int] = {"server": 6379, "cluster": 6379, "sentinel": 26379}
 # Options only the Sentinel connections take; the rest go to the data nodes' connections.
 _SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password")
+_TOPOLOGY_SCHEMES = ("redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel")
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,3 +314,46 @@ def connect(
         host=host, port=port, db=url.db, max_connections=max_connections, **settings
     )
     return RedisClients(server)
+
+
+def open_url(
+    url: str,
+    *,
+    socket_timeout: float,
+    socket_connect_timeout: float,
+    max_connections: int,
+    **options: Any,
+) -> RedisClients:
+    """The clients for any Redis URL: the cluster and Sentinel schemes through
+    :func:`connect`, ``redis://``, ``rediss://`` and ``unix://`` through redis-py's own
+    ``from_url`` (so every option it knows keeps working)."""
+    if url.partition("://")[0].lower() in _TOPOLOGY_SCHEMES:
+        return connect(
+            parse_redis_url(url),
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            max_connections=max_connections,
+            **options,
+        )
+    import redis.asyncio
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError
+
+    # One immediate retry on a dropped connection (a pooled socket that died while the
+    # server restarted), none on timeouts: an outage fails fast.
+    options.setdefault("retry", Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)))
+    options.setdefault("decode_responses", True)
+    try:
+        client = redis.asyncio.Redis.from_url(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            max_connections=max_connections,
+            **options,
+        )
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            f"Invalid Redis URL {redact_url(url)!r}: {redact_url(str(exc))}"
+        ) from exc
+    return RedisClients(client)
