@@ -1,4 +1,4 @@
-"""A tour of asgi-sessions in one small Starlette app: ``make run``, then open http://127.0.0.1:8000.
+"""A tour of asgi-server-sessions in one small Starlette app: ``make run``, then open http://127.0.0.1:8000.
 
 Every page shows the session panel, so you can watch what each click does to the session:
 a favourite colour and the "comment once" example from Django's docs, log in / log out with
@@ -105,7 +105,7 @@ def render(session: Session, title: str, body: str) -> HTMLResponse:
     )
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <link rel="icon" href="data:,">
-<title>{e(title)} - asgi-sessions demo</title><style>{STYLE}</style></head><body>
+<title>{e(title)} - asgi-server-sessions demo</title><style>{STYLE}</style></head><body>
 <nav>{nav}</nav><p id="greeting">{greeting}</p><h1>{e(title)}</h1>{body}{panel}</body></html>"""
     return HTMLResponse(page)
 

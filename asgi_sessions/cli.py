@@ -15,7 +15,8 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from .errors import ImproperlyConfigured, MissingDependency, SessionError
+from . import __version__
+from .errors import DISTRIBUTION, ImproperlyConfigured, MissingDependency, SessionError
 from .stores import Store, store_from_url
 
 __all__ = ["main"]
@@ -82,12 +83,23 @@ async def _revoke(store: Store, args: argparse.Namespace) -> None:
 Command = Callable[[Store, argparse.Namespace], Awaitable[None]]
 
 
+def _program_name() -> str:
+    # The console script and `python -m` reach the same main(); usage shows how it was run.
+    invoked = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if invoked in ("", "__main__.py", "-m", "-c"):
+        return "python -m asgi_sessions"
+    return invoked
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m asgi_sessions",
+        prog=_program_name(),
         description="Inspect and clean a session store. URL examples: memory://, "
         "sqlite:///sessions.sqlite3 (relative), sqlite:////var/lib/app/sessions.sqlite3 "
         "(absolute), redis://localhost:6379/0.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"{DISTRIBUTION} {__version__}"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -78,10 +78,15 @@ class KeyCollision(SessionError):
     """A store was asked to create a record under a key that already exists."""
 
 
+DISTRIBUTION = "asgi-server-sessions"
+"""The name to ``pip install`` (the import name stays ``asgi_sessions``)."""
+
+
 class MissingDependency(ImportError):
     """An optional dependency is missing; the message is the command that installs it."""
 
     def __init__(self, extra: str, module: str) -> None:
         super().__init__(
-            f"{module!r} is not installed. Install it with: pip install 'asgi-sessions[{extra}]'"
+            f"{module!r} is not installed. "
+            f"Install it with: pip install '{DISTRIBUTION}[{extra}]'"
         )

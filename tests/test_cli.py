@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import asgi_sessions
 from asgi_sessions import store_from_url
 from asgi_sessions.cli import main
 from tests.support import encoded, session_write
@@ -149,3 +151,30 @@ def test_the_module_runs_with_help_for_every_command() -> None:
         )
         assert done.returncode == 0, done.stderr
         assert "usage: python -m asgi_sessions" in done.stdout
+
+
+def test_version_prints_the_distribution_name_and_the_package_version() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "asgi_sessions", "--version"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"asgi-server-sessions {asgi_sessions.__version__}\n"
+
+
+def test_the_installed_metadata_carries_the_version_from_the_package() -> None:
+    # One place for the version: hatchling reads __version__ into the metadata.
+    assert importlib.metadata.version("asgi-server-sessions") == asgi_sessions.__version__
+
+
+def test_usage_names_the_console_script_when_run_through_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["/usr/local/bin/asgi-server-sessions", "--help"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: asgi-server-sessions ")
