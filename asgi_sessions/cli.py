@@ -98,9 +98,7 @@ def _parser() -> argparse.ArgumentParser:
         "sqlite:///sessions.sqlite3 (relative), sqlite:////var/lib/app/sessions.sqlite3 "
         "(absolute), redis://localhost:6379/0.",
     )
-    parser.add_argument(
-        "--version", action="version", version=f"{DISTRIBUTION} {__version__}"
-    )
+    parser.add_argument("--version", action="version", version=f"{DISTRIBUTION} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, run: Command, help: str, **kwargs: Any) -> argparse.ArgumentParser:

@@ -87,6 +87,5 @@ class MissingDependency(ImportError):
 
     def __init__(self, extra: str, module: str) -> None:
         super().__init__(
-            f"{module!r} is not installed. "
-            f"Install it with: pip install '{DISTRIBUTION}[{extra}]'"
+            f"{module!r} is not installed. Install it with: pip install '{DISTRIBUTION}[{extra}]'"
         )
