@@ -9,11 +9,13 @@
    FastAPI quickstart blocks, read from README.md at run time so they cannot drift, run
    there against the installed package, and the console script prints the version.
 
-Run it with ``make wheel-check``; it exits non-zero on the first failure.
+Run it with ``make wheel-check``; it exits non-zero on the first failure. The clean venv
+uses this interpreter, or the one ``WHEEL_CHECK_PYTHON`` names (to try another Python).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -95,7 +97,8 @@ def install_and_run_quickstarts(wheel: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="wheel-check-") as scratch:
         # Outside the checkout, so `import asgi_sessions` cannot find the source tree.
         work = Path(scratch)
-        run(sys.executable, "-m", "venv", work / "venv")
+        base = os.environ.get("WHEEL_CHECK_PYTHON", sys.executable)
+        run(base, "-m", "venv", work / "venv")
         python = work / "venv" / "bin" / "python"
         run(python, "-m", "pip", "install", "-q", wheel, *QUICKSTART_NEEDS)
         (work / "quickstarts.py").write_text(script)
@@ -107,7 +110,7 @@ def install_and_run_quickstarts(wheel: Path) -> None:
             printed = run(*command, "--version", cwd=work)
             if printed != f"{DISTRIBUTION} {version}\n":
                 sys.exit(f"--version printed {printed!r}, expected {DISTRIBUTION} {version}")
-    print(f"the README quickstarts ran against {wheel.name} in a clean virtualenv")
+    print(f"the README quickstarts ran against {wheel.name} in a clean virtualenv ({base})")
 
 
 def main() -> None:

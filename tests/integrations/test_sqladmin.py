@@ -20,6 +20,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware as StarletteSessionMiddleware
 from starlette.requests import Request
 
+from asgi_sessions import MemoryStore, SessionMiddleware, SessionNotLoaded
 from tests.integrations.web import Browser, served
 from tests.support import SECRET
 
@@ -44,17 +45,21 @@ class PasswordBackend(AuthenticationBackend):
         return request.session.get("token") == "admin-token"
 
 
-@pytest.fixture
-async def admin_url(session_middleware: Middleware) -> AsyncIterator[str]:
-    """A Starlette app with sqladmin at /admin, served by uvicorn; yields the base URL."""
+def admin_app(session_middleware: Middleware) -> Starlette:
+    """A Starlette app with sqladmin at /admin (no models: the login is what is tested)."""
     backend = PasswordBackend(secret_key=SECRET)
     backend.middlewares = [session_middleware]  # the switch from Starlette's middleware
     app = Starlette()
-    engine = create_engine("sqlite://")
-    Admin(app, engine, authentication_backend=backend)
-    async with served(app) as base_url:
+    # An in-memory SQLite engine that no request opens (no model is registered).
+    Admin(app, create_engine("sqlite://"), authentication_backend=backend)
+    return app
+
+
+@pytest.fixture
+async def admin_url(session_middleware: Middleware) -> AsyncIterator[str]:
+    """The admin app served by uvicorn; yields the base URL."""
+    async with served(admin_app(session_middleware)) as base_url:
         yield base_url
-    engine.dispose()
 
 
 async def log_in(user_agent: httpx.AsyncClient, password: str = PASSWORD) -> httpx.Response:
@@ -118,3 +123,11 @@ async def test_a_cookie_copied_before_logout_opens_the_admin_only_with_starlette
         assert replayed.status_code == 200
     else:
         assert sends_to_login(replayed)
+
+
+async def test_without_autoload_the_admin_fails_with_a_message_naming_autoload() -> None:
+    lazy = Middleware(SessionMiddleware, secret_key=SECRET, store=MemoryStore())
+    transport = httpx.ASGITransport(app=admin_app(lazy))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        with pytest.raises(SessionNotLoaded, match=r"reading 'token'.*autoload=True"):
+            await client.get("/admin/")

@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette_admin import BaseAdmin
 from starlette_admin.auth import AdminUser, AuthProvider, LoginFailed
 
+from asgi_sessions import MemoryStore, SessionMiddleware, SessionNotLoaded
 from tests.integrations.web import Browser, served
 from tests.support import SECRET
 
@@ -48,9 +49,8 @@ class PasswordProvider(AuthProvider):
         return None
 
 
-@pytest.fixture
-async def admin_url(session_middleware: Middleware) -> AsyncIterator[str]:
-    """A Starlette app with starlette-admin at /admin, served by uvicorn."""
+def admin_app(session_middleware: Middleware) -> Starlette:
+    """A Starlette app with starlette-admin at /admin."""
     app = Starlette()
     admin = BaseAdmin(
         title="Admin",
@@ -59,7 +59,13 @@ async def admin_url(session_middleware: Middleware) -> AsyncIterator[str]:
         middlewares=[session_middleware],
     )
     admin.mount_to(app)
-    async with served(app) as base_url:
+    return app
+
+
+@pytest.fixture
+async def admin_url(session_middleware: Middleware) -> AsyncIterator[str]:
+    """The admin app served by uvicorn; yields the base URL."""
+    async with served(admin_app(session_middleware)) as base_url:
         yield base_url
 
 
@@ -113,3 +119,11 @@ async def test_the_login_lives_in_the_session_cookie_of_that_browser(
     assert sends_to_login(await other.get("/admin/"))
     del user_agent.cookies["session"]  # keeps starlette-admin's own CSRF cookie
     assert sends_to_login(await user_agent.get("/admin/"))
+
+
+async def test_without_autoload_the_admin_fails_with_a_message_naming_autoload() -> None:
+    lazy = Middleware(SessionMiddleware, secret_key=SECRET, store=MemoryStore())
+    transport = httpx.ASGITransport(app=admin_app(lazy))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        with pytest.raises(SessionNotLoaded, match=r"reading 'username'.*autoload=True"):
+            await client.get("/admin/")
