@@ -78,6 +78,10 @@ def check_wheel(wheel: Path) -> None:
     strays = [n for n in names if not n.startswith((f"{PACKAGE}/", f"{dist_info}/"))]
     if strays:
         sys.exit(f"the wheel holds files outside the package: {strays}")
+    # Package data too (the Redis store's Lua scripts, say): every file git tracks there.
+    tracked = run("git", "ls-files", "--", PACKAGE).split()
+    if missing := sorted(set(tracked) - set(names)):
+        sys.exit(f"the wheel lacks files of the package: {missing}")
 
 
 def check_sdist(sdist: Path) -> None:
