@@ -38,9 +38,12 @@ class SessionNotLoaded(SessionError, RuntimeError):
 
     def __init__(self, operation: str = "access") -> None:
         super().__init__(
-            f"The session is not loaded yet, so {operation} is not possible. "
-            "Load it first with `session = await request.state.session` "
-            "(or `Depends(get_session)` in FastAPI, or `autoload=True` on the middleware)."
+            f"The session is not loaded yet, so {operation} is not possible. In an async "
+            "view, load it first: `session = await request.state.session` (or "
+            "`Depends(get_session)` in FastAPI). Code that reads `request.session` "
+            "synchronously (a sync view, Authlib, sqladmin, starlette-admin) needs "
+            "`autoload=True` on SessionMiddleware, or `autoload=['/admin', ...]` for just "
+            "the paths that need it."
         )
 
 

@@ -67,7 +67,7 @@ class CookieStore(Store):
 
     Args:
         encrypt: also encrypt the data with AES-GCM (needs the ``cryptography`` package:
-            ``pip install 'asgi-sessions[cookie-encryption]'``); otherwise the client can
+            ``pip install 'asgi-server-sessions[cookie-encryption]'``); otherwise the client can
             read, but not change, what is in its session.
     """
 

@@ -169,8 +169,8 @@ class SQLiteStore(Store):
             elif version != SCHEMA_VERSION:
                 raise SessionStoreError(
                     f"SQLite session store {self.path!r} has schema version {version}, but "
-                    f"this version of asgi-sessions uses {SCHEMA_VERSION}. Upgrade "
-                    "asgi-sessions, or point the store at a new file."
+                    f"this version of asgi-server-sessions uses {SCHEMA_VERSION}. Upgrade "
+                    "asgi-server-sessions, or point the store at a new file."
                 )
 
     async def _call(
