@@ -109,7 +109,8 @@ async def test_logging_in_rotates_the_key_keeps_the_data_and_kills_the_old_key(
         assert after["key"] != before["key"]
         assert spy.calls["rotate"] == 1
         # The old cookie names nothing any more: a fixed session is useless to an attacker.
-        assert await read(client, old) == {"data": {}, "key": None, "owner": None, "public_id": None}
+        empty = {"data": {}, "key": None, "owner": None, "public_id": None}
+        assert await read(client, old) == empty
         assert await store.get(before["key"]) is None
         listed = [row.public_id for row in await store.list_sessions("alice")]
         assert listed == [after["public_id"]]
@@ -152,9 +153,7 @@ async def test_cycle_key_and_an_owner_change_in_one_request_rotate_once(
         assert after["data"] == {"cart": "apple"}
         assert after["owner"] == "alice"
         assert await store.get(old_key) is None
-        assert [row.public_id for row in await store.list_sessions("alice")] == [
-            after["public_id"]
-        ]
+        assert [row.public_id for row in await store.list_sessions("alice")] == [after["public_id"]]
 
 
 async def test_with_rotation_off_an_owner_change_keeps_the_key(store: Store) -> None:
