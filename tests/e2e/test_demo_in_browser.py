@@ -6,6 +6,7 @@ SQLite file) is shared by the whole module.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Callable
@@ -193,6 +194,22 @@ def test_a_nested_change_is_kept_with_or_without_modified_after_reload(
     click_and_load(page, "#reload")
     assert text(page, "#cart") == '["item 1", "item 2"]'
     screenshot(page, "cart")
+
+
+def test_two_requests_sent_at_once_each_keep_their_change(
+    page: Page, screenshot: Screenshot
+) -> None:
+    page.goto("/together")
+    page.fill("#colour-choice", "plum")
+    page.click("#fire")
+    page.wait_for_function("document.querySelector('#after').textContent !== '-'")
+    # Both requests loaded the session before either saved ("together").
+    assert text(page, "#statuses") == "200 together, 200 together"
+    after = json.loads(text(page, "#after"))
+    assert after == {"fav_color": "plum", "note": "written at the same time", "flash": None}
+    page.reload()
+    assert "plum" in text(page, "#greeting")
+    screenshot(page, "together")
 
 
 def test_a_form_posted_without_its_csrf_token_is_refused(
