@@ -145,7 +145,7 @@ async def _stats(store: Store, args: argparse.Namespace) -> None:
     _rows(
         [
             ("sessions", f"{stats.sessions:,}"),
-            ("expired", f"{stats.expired:,} (not cleared yet)"),
+            ("expired", f"{stats.expired:,}{' (not cleared yet)' if stats.expired else ''}"),
             ("owners", f"{stats.owners:,}"),
             ("size on disk" if stats.size_where == "disk" else "size in memory", size),
         ]

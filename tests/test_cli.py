@@ -201,7 +201,7 @@ async def test_stats_prints_sessions_expired_owners_and_size(
     rows = [re.split(r"  +", line) for line in out.splitlines()]
     assert rows[:3] == [
         ["sessions", "2"],
-        ["expired", f"{expired} (not cleared yet)"],
+        ["expired", f"{expired} (not cleared yet)" if expired else "0"],
         ["owners", "1"],
     ]
     assert rows[3][0] == ("size on disk" if where == "disk" else "size in memory")
@@ -315,3 +315,22 @@ def test_progress_lines_show_count_share_and_rate_at_most_once_a_second() -> Non
     assert unknown.getvalue() == (
         "clear-expired: 10 removed, 5/s\nclear-expired: 10 removed in 2.0 s, 5/s\n"
     )
+
+
+@pytest.mark.parametrize("store", ["sqlite", "cookie"])
+async def test_on_a_terminal_progress_goes_to_stderr_and_the_count_to_stdout(
+    store: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # In-process twin of the pty test above (which runs in a child process). The cookie
+    # store has no stats(), so no total is known: the lines show the count and rate only.
+    url = f"sqlite:///{tmp_path / 's.sqlite3'}" if store == "sqlite" else "cookie://"
+    if store == "sqlite":
+        await seed(url, {"live": ({"n": 1}, 3600, None), "old": ({"n": 2}, -10, None)})
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    status, out, err = await run(capsys, "clear-expired", url)
+    removed = 1 if store == "sqlite" else 0
+    assert (status, out) == (0, f"{removed}\n")
+    assert re.fullmatch(rf"clear-expired: {removed} removed in \d+\.\d s, [\d,]+/s\n", err)
