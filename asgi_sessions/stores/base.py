@@ -283,11 +283,6 @@ class Store:
     def bind(self, signer: Signer) -> None:
         """Called by the middleware with its signer; stores that sign data keep it."""
 
-    def decode_cookie(self, value: str, signer: Signer) -> str | None:
-        """The session key a cookie value carries, or ``None`` if its signature fails."""
-        verified = self.verify_cookie(value, signer)
-        return None if verified is None else verified[0]
-
     def verify_cookie(self, value: str, signer: Signer) -> tuple[str, bool] | None:
         """``(session key, stale)`` for a cookie value, or ``None`` if its signature fails.
 
