@@ -26,7 +26,7 @@ from .importers import FromStarlette, FromStarsessions
 from .middleware import SessionMiddleware, get_session
 from .serializers import JSONSerializer, Serializer
 from .session import Session
-from .stores import MemoryStore, OwnedSession, SessionRecord, Store, store_from_url
+from .stores import MemoryStore, OwnedSession, SessionRecord, Store, StoreStats, store_from_url
 
 if TYPE_CHECKING:
     from .stores.cookie import CookieStore
@@ -55,6 +55,7 @@ __all__ = [
     "SessionTooLarge",
     "Store",
     "StoreCapabilityError",
+    "StoreStats",
     "get_session",
     "store_from_url",
 ]
