@@ -60,8 +60,10 @@ class RelayProcess:
 
     def close(self) -> None:
         if self.process.stdin:
-            self.process.stdin.close()
+            self.process.stdin.close()  # its command loop ends, and so does the relay
         stop_process(self.process)  # type: ignore[arg-type]
+        if self.process.stdout:
+            self.process.stdout.close()
 
 
 @dataclass

@@ -78,3 +78,34 @@ def test_a_full_run_replaces_the_readme_table_between_its_markers(tmp_path: Path
     readme.write_text("no markers")
     with pytest.raises(SystemExit, match="no <!-- bench:start -->"):
         include_in_readme("body", readme)
+
+
+def test_the_delay_relay_delays_each_round_trip_and_counts_one_turn_per_request() -> None:
+    import socket
+    import threading
+    import time
+
+    from bench.netpath import RelayProcess
+
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def echo() -> None:
+        conn, _ = server.accept()
+        with conn:
+            while data := conn.recv(64):
+                conn.sendall(data)
+
+    threading.Thread(target=echo, daemon=True).start()
+    relay = RelayProcess("127.0.0.1", server.getsockname()[1])
+    try:
+        relay.set_delay(20)
+        with socket.create_connection(("127.0.0.1", relay.port)) as client:
+            for _ in range(3):
+                started = time.perf_counter()
+                client.sendall(b"ping")
+                assert client.recv(64) == b"ping"
+                assert time.perf_counter() - started >= 0.02
+        assert relay.turns() == 3
+    finally:
+        relay.close()
+        server.close()

@@ -133,6 +133,24 @@ def verdict(cells: dict[str, Any], trips: dict[str, Any], kind: str, delay: floa
     return text
 
 
+def summary(cells: dict[str, Any]) -> dict[str, Any]:
+    """Per delay, configuration and type: n, p50, p90, p99 and max in microseconds."""
+    return {
+        delay: {
+            name: {
+                kind: {
+                    "n": len(v),
+                    **{f"p{q}": round(percentile(v, q), 1) for q in (50, 90, 99)},
+                    "max": round(max(v), 1),
+                }
+                for kind, v in by_kind.items()
+            }
+            for name, by_kind in by_name.items()
+        }
+        for delay, by_name in cells.items()
+    }
+
+
 def commands_table(trips: dict[str, Any]) -> list[str]:
     lines = ["| request | ours | starsessions | floor |", "|---|---|---|---|"]
     for kind in TYPES:
@@ -176,13 +194,13 @@ def run(ctx: Context, args: argparse.Namespace) -> Section:
         ]
         lines += part
         if delay == 1:
-            readme = [lines[0], *part[1:]]
+            readme = [lines[0], *part]
     lines += ["", "### Commands per request", "", *commands_table(trips)]
     data = {
         "path": service.kind,
         "how": service.how,
         "requests": n,
         "round_trips": trips,
-        "latency_us": cells,
+        "latency_us": summary(cells),
     }
     return Section(TITLE, lines, data, readme=readme)
