@@ -102,7 +102,7 @@ async def drive(base: str, clients: int, seconds: float) -> Result:
                 result.lost_writes += max(0, seen - stored.get("count", 0))
             except httpx.HTTPError as exc:
                 result.errors.append(f"{type(exc).__name__}: {exc}")
-                everyone_in.abort()  # don't leave the others waiting for this one
+                await everyone_in.abort()  # don't leave the others waiting for this one
             except asyncio.BrokenBarrierError:
                 result.errors.append(f"user {number}: another client failed to log in")
 
