@@ -23,4 +23,5 @@ def test_two_hundred_concurrent_clients_get_no_error_and_lose_no_write(
     result = serve_and_drive(url, clients=200, seconds=3)
     assert result.errors == []
     assert result.lost_writes == 0
-    assert result.requests > 200  # every client got past its login and counted
+    # Every client got past its login and counted (how often depends on the machine's load).
+    assert result.clients_counted == 200

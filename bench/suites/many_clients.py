@@ -67,6 +67,7 @@ class Result:
     requests: int = 0
     errors: list[str] = field(default_factory=list)
     lost_writes: int = 0
+    clients_counted: int = 0  # clients with at least one successful count
     seconds: float = 0.0
 
     @property
@@ -100,6 +101,7 @@ async def drive(base: str, clients: int, seconds: float) -> Result:
                 if stored.get("user") != f"u{number}":
                     result.errors.append(f"user {number} read {stored!r}")
                 result.lost_writes += max(0, seen - stored.get("count", 0))
+                result.clients_counted += seen > 0
             except httpx.HTTPError as exc:
                 result.errors.append(f"{type(exc).__name__}: {exc}")
                 await everyone_in.abort()  # don't leave the others waiting for this one
