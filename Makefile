@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test lint fmt typecheck bench fuzz wheel-check clean
+.PHONY: help install run test lint fmt typecheck bench bench-quick fuzz wheel-check clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,8 +42,11 @@ test: lint ## Lint, then the whole test suite with branch coverage (starts its o
 wheel-check: $(STAMP) ## Build sdist and wheel, twine check, run the README quickstarts on the installed wheel
 	$(PY) .ci/wheel_check.py
 
-bench: $(STAMP) ## Benchmarks against the peers, in-process; writes bench/results.*
+bench: $(STAMP) ## The full benchmark run (~15 min): bench/RESULTS.md, bench/results/, README table
 	$(PY) -m bench
+
+bench-quick: $(STAMP) ## Every benchmark suite, briefly (a smoke run; commits nothing)
+	$(PY) -m bench --quick
 
 fuzz: $(STAMP) ## Long property-based fuzzing of the cookie (>= 10,000 cases)
 	FUZZ_EXAMPLES=10000 $(PY) -m pytest tests/test_fuzz.py -p no:cacheprovider -q

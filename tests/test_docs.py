@@ -33,18 +33,3 @@ def test_every_python_block_runs(
     for line, source in blocks:
         code = compile(source, f"{path.name}:{line}", "exec")
         exec(code, namespace)  # noqa: S102 - running our own documentation is the point
-
-
-def test_a_full_bench_run_replaces_the_readme_table_between_its_markers(tmp_path: Path) -> None:
-    from bench.__main__ import include_in_readme
-
-    readme = tmp_path / "README.md"
-    readme.write_text("# x\n\n<!-- bench:start -->\nold\n<!-- bench:end -->\n\n## FAQ\n")
-    include_in_readme("# asgi-sessions benchmark\n\nrun line\n\n## Ratios\n\n| a |\n", readme)
-    assert readme.read_text() == (
-        "# x\n\n<!-- bench:start -->\nrun line\n\n#### Ratios\n\n| a |\n"
-        "<!-- bench:end -->\n\n## FAQ\n"
-    )
-    readme.write_text("no markers")
-    with pytest.raises(SystemExit, match="no <!-- bench:start -->"):
-        include_in_readme("# t\nbody", readme)
