@@ -28,6 +28,7 @@ logger = logging.getLogger("asgi_sessions")
 DEFAULT_MAX_AGE: Final = 14 * 24 * 60 * 60
 
 _MISSING: Any = object()
+_NOTHING: frozenset[str] = frozenset()
 _LOADING = object()  # a load is in progress and nobody is waiting for it yet
 
 
@@ -72,6 +73,7 @@ class Session(DjangoAsyncAPI, TrackedDict):
     __slots__ = (
         "_config",
         "_cookie_key",
+        "_cookie_value",
         "_created_at",
         "_dropped",
         "_expires_at",
@@ -181,6 +183,7 @@ class Session(DjangoAsyncAPI, TrackedDict):
                 if key is None:
                     key = self._verify(value)
                 if key is not None:
+                    self._cookie_value = value
                     break
             if values and key is None:
                 logger.warning("Session cookie with a bad signature ignored; fresh session.")
@@ -334,34 +337,40 @@ class Session(DjangoAsyncAPI, TrackedDict):
     def _change(self, now: float, nested: dict[str, str]) -> SessionWrite:
         """The write that carries this request's pending changes (all data when new)."""
         create = self._key is None
+        text = self._text
+        values: dict[str, str] = {}
+        deleted: list[str] = []
         if create or self._replace or self._all_dirty:
-            keys: Iterable[str] = dict.keys(self)
-            deleted = frozenset() if create or self._replace else self._deleted()
+            for key, value in dict.items(self):
+                values[key] = text(key, value)
+            if not (create or self._replace):
+                deleted = [key for key in self._changed if key not in values]
         else:
-            keys = [key for key in self._changed if dict.__contains__(self, key)]
-            deleted = self._deleted()
-        values = {key: self._text(key, dict.__getitem__(self, key)) for key in keys}
-        values.update(nested)
+            for key in self._changed:
+                value = dict.get(self, key, _MISSING)
+                if value is _MISSING:
+                    deleted.append(key)
+                else:
+                    values[key] = text(key, value)
+        if nested:
+            values.update(nested)
         if create and self._created_at is None:
             self._created_at = now
         return SessionWrite(
-            set=values,
-            deleted=deleted,
-            replace=self._replace and not create,
-            create=create,
-            now=now,
-            default_expires_at=now + self._config.default_age,
-            expires_cap=self._cap(now),
-            created_at=self._created_at if self._created_at is not None else now,
-            owner=self._owner,
-            owner_changed=self._owner_changed,
-            expiry=self._expiry,
-            expiry_changed=self._expiry_changed,
-            full_data=self,
+            values,
+            frozenset(deleted) if deleted else _NOTHING,
+            self._replace and not create,
+            create,
+            now,
+            now + self._config.default_age,
+            self._cap(now),
+            self._created_at if self._created_at is not None else now,
+            self._owner,
+            self._owner_changed,
+            self._expiry,
+            self._expiry_changed,
+            self,
         )
-
-    def _deleted(self) -> frozenset[str]:
-        return frozenset(key for key in self._changed if not dict.__contains__(self, key))
 
     def _nested(self) -> dict[str, str]:
         if self._key is None:
@@ -507,9 +516,14 @@ class Session(DjangoAsyncAPI, TrackedDict):
     def _set_cookie(self) -> str:
         config = self._config
         key: str = self._key  # type: ignore[assignment]
-        value = config.store.encode_cookie(key, config.signer)
-        if config.verified is not None:
-            config.verified.add(value, key)  # signed just now
+        if key == self._cookie_key and not self._stale_cookie and config.verified is not None:
+            # The same key the request's cookie carries, signed with the current secret:
+            # that cookie value is the one to send again (no HMAC).
+            value = self._cookie_value
+        else:
+            value = config.store.encode_cookie(key, config.signer)
+            if config.verified is not None:
+                config.verified.add(value, key)  # signed just now
         if ends_with_browser(self._expiry, config.max_age):
             return config.cookie.set_header(value, None)
         now = config.store.clock()

@@ -99,9 +99,12 @@ class StoredSession:
     store); when set, ``data`` is ignored."""
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class SessionWrite:
     """Everything one save changes. A store applies it atomically or not at all.
+
+    Built once per save and never changed (not frozen only because a frozen dataclass
+    costs a slow ``object.__setattr__`` per field, on every save).
 
     Server stores merge it into what is stored: keys in ``deleted`` go, keys in ``set``
     are written (last writer wins per key), ``owner`` and ``expiry`` are written only if
