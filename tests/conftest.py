@@ -15,7 +15,7 @@ import pytest
 from asgi_sessions import MemoryStore, Store
 from tests.clock import FakeClock
 
-pytest_plugins = ["tests.redis_server"]
+pytest_plugins = ["tests.redis_server", "tests.postgres_server"]
 
 PACKAGE = Path(__file__).resolve().parent.parent / "asgi_sessions"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
