@@ -75,8 +75,10 @@ def with_database(dsn: str, database: str) -> str:
 class PostgresProcess:
     """A PostgreSQL cluster in a temporary directory that can be stopped and started again."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
         self.bindir = bindir
+        # durable=True: fsync and synchronous commits on, as in production (benchmarks).
+        self.durable = durable
         # Not under pytest's tmp_path: its parents are private to root, and the server
         # runs as another user.
         self.workdir = Path(tempfile.mkdtemp(prefix="asgi-sessions-pg-"))
@@ -118,14 +120,15 @@ class PostgresProcess:
 
     def start(self) -> None:
         """Start the server and return once it accepts connections."""
+        speed = [] if self.durable else [
+            "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off",
+        ]  # fmt: skip
         options = " ".join(
             [
                 "-c listen_addresses=127.0.0.1",
                 f"-c port={self.port}",
                 f"-c unix_socket_directories={self.workdir}",
-                "-c fsync=off",
-                "-c synchronous_commit=off",
-                "-c full_page_writes=off",
+                *speed,
                 "-c max_connections=200",
                 # Expired-session purges and outage tests want a report of slow locks.
                 "-c log_lock_waits=on",
