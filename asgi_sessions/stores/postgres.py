@@ -1,0 +1,441 @@
+"""PostgresStore: sessions in the PostgreSQL database the app already runs (asyncpg).
+
+Layout (``postgres_schema.sql``, chosen by measurement: ``bench/postgres_layout.md``): a
+``sessions`` row per session (a surrogate ``pk``, the SHA-256 of the key as ``id``) and a
+``sessions_data`` row per top-level key, keyed ``(pk, key)``. A save is one call of a
+PL/pgSQL function that locks the session row, merges the changed keys and decides
+emptiness: one statement, one round trip, atomic.
+
+The schema is created on first use, in one transaction under an advisory lock, and
+carries a version (``<table>_meta``); see ``postgres_migrations`` in the README for how a
+future version upgrades it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import (
+    ImproperlyConfigured,
+    KeyCollision,
+    MissingDependency,
+    SessionInterrupted,
+    SessionStoreError,
+)
+from .base import Clock, OwnedSession, SessionWrite, Store, StoredSession
+
+if TYPE_CHECKING:
+    from asyncpg import Record
+    from asyncpg.pool import Pool
+
+__all__ = ["PostgresStore"]
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+
+# Each derived name (e.g. "<table>_purge_after") must fit PostgreSQL's 63-byte identifiers.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
+_TOKEN = re.compile(r"\{(\w+)\}")
+
+_LOAD = """
+SELECT s.created_at, s.updated_at, s.expires_at, s.expiry, s.owner, d.key, d.value
+FROM {sessions} AS s LEFT JOIN {data} AS d ON d.sid = s.pk
+WHERE s.id = $1 AND s.expires_at > $2
+"""
+_WRITE = "SELECT * FROM {write}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+_REMOVE = "DELETE FROM {sessions} WHERE id = $1"
+# One batch of the purge: lock up to $3 expired sessions past the cursor ($2 = the last
+# (purge_after, pk) deleted), skipping rows a save holds, and delete them (their data
+# rows go by ON DELETE CASCADE). The cursor means no batch rescans what an earlier batch
+# passed over (sessions still alive in the current hour's bucket).
+_PURGE = """
+WITH doomed AS (
+    SELECT pk, purge_after FROM {sessions}
+    WHERE purge_after <= $1 AND expires_at <= $1 AND (purge_after, pk) > ($2, $3)
+    ORDER BY purge_after, pk
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM {sessions} AS s USING doomed WHERE s.pk = doomed.pk
+    RETURNING doomed.purge_after, doomed.pk
+)
+SELECT count(*), (SELECT max(purge_after) FROM gone), (
+    SELECT pk FROM gone ORDER BY purge_after DESC, pk DESC LIMIT 1) FROM gone
+"""
+_LIST = """
+SELECT encode(id, 'hex'), created_at, updated_at, expires_at FROM {sessions}
+WHERE owner = $1 AND expires_at > $2 ORDER BY created_at, pk
+"""
+_REVOKE = """
+DELETE FROM {sessions}
+WHERE owner = $1 AND expires_at > $2 AND {public_id}(id) = $3
+"""
+_REVOKE_ALL = """
+DELETE FROM {sessions}
+WHERE owner = $1 AND expires_at > $2 AND ($3::text IS NULL OR {public_id}(id) <> $3)
+"""
+
+
+def _import_asyncpg() -> Any:
+    try:
+        import asyncpg
+    except ImportError as exc:
+        raise MissingDependency("postgres", "asyncpg") from exc
+    return asyncpg
+
+
+def redact(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparseable URL>"
+    if not password:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+
+
+def _quote(name: str) -> str:
+    return f'"{name}"'
+
+
+class PostgresStore(Store):
+    """Sessions in PostgreSQL, shared by every process and machine that reaches it.
+
+    ``PostgresStore(dsn)`` (or :meth:`from_url`) opens its own asyncpg pool on first use
+    and closes it in :meth:`aclose`; ``PostgresStore(pool=pool)`` uses a pool you own and
+    leaves it open.
+
+    Args:
+        dsn: ``postgresql://user:password@host:port/database``.
+        table: prefix of the store's tables and functions (``asgi_sessions``,
+            ``asgi_sessions_data``, ...).
+        schema: the schema they live in; ``None``: the first one on the search path.
+        min_size, max_size: bounds of the pool the store opens.
+        prepared_statements: ``False`` behind a pooler that cannot keep named prepared
+            statements (PgBouncer < 1.21 in transaction mode, or ``max_prepared_statements
+            = 0``); costs a second round trip per operation.
+        command_timeout: seconds a statement may take before the request fails.
+        connect_timeout: seconds to wait for a new connection.
+        purge_batch: expired sessions deleted per transaction by ``clear_expired()``.
+        create_schema: create (or upgrade) the tables on first use; with ``False`` the
+            store only checks that they are there at its version.
+        connect_options: passed to ``asyncpg.create_pool`` (``ssl=...``, ...).
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        pool: Pool[Record] | None = None,
+        table: str = "asgi_sessions",
+        schema: str | None = None,
+        min_size: int = 1,
+        max_size: int = 10,
+        prepared_statements: bool = True,
+        command_timeout: float = 5.0,
+        connect_timeout: float = 5.0,
+        purge_batch: int = 500,
+        create_schema: bool = True,
+        clock: Clock = time.time,
+        **connect_options: Any,
+    ) -> None:
+        asyncpg = _import_asyncpg()
+        super().__init__(clock=clock)
+        if (dsn is None) == (pool is None):
+            raise ImproperlyConfigured(
+                "PostgresStore needs either a DSN (PostgresStore('postgresql://...')) or an "
+                "asyncpg pool (PostgresStore(pool=pool)), not both."
+            )
+        for option, name in (("table", table), ("schema", schema)):
+            if name is not None and not _NAME.fullmatch(name):
+                raise ImproperlyConfigured(
+                    f"PostgresStore {option}={name!r} is not a plain identifier: use letters, "
+                    "digits and underscores, starting with a letter, at most 41 characters."
+                )
+        if dsn is not None and urlsplit(dsn).scheme.lower() not in ("postgresql", "postgres"):
+            raise ImproperlyConfigured(
+                f"PostgresStore needs a postgresql:// URL, not {redact(dsn)!r}."
+            )
+        if min_size < 0 or max_size < max(1, min_size):
+            raise ImproperlyConfigured(
+                f"PostgresStore pool bounds min_size={min_size}, max_size={max_size} are "
+                "impossible: use 0 <= min_size <= max_size and max_size >= 1."
+            )
+        self.dsn = dsn
+        self.table = table
+        self.schema = schema
+        self.purge_batch = max(1, purge_batch)
+        self.create_schema = create_schema
+        self._pool: Pool[Record] | None = pool
+        self._owns_pool = pool is None
+        self._pool_options: dict[str, Any] = {
+            "min_size": min_size,
+            "max_size": max_size,
+            "command_timeout": command_timeout,
+            "timeout": connect_timeout,
+            "statement_cache_size": 100 if prepared_statements else 0,
+            **connect_options,
+        }
+        self._ready = False
+        self._closed = False
+        self._open_lock = asyncio.Lock()
+        self._errors: tuple[type[BaseException], ...] = (
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            OSError,
+            TimeoutError,
+        )
+        self._unique_violation: type[BaseException] = asyncpg.UniqueViolationError
+        self._names = self._object_names()
+        self._sql = {name: self._render(sql) for name, sql in _STATEMENTS.items()}
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> PostgresStore:
+        """A store with its own pool for ``url`` (``postgresql://`` or ``postgres://``)."""
+        return cls(url, **options)
+
+    def __repr__(self) -> str:
+        where = redact(self.dsn) if self.dsn is not None else "pool=<asyncpg pool>"
+        return f"{type(self).__name__}({where!r}, table={self.table!r})"
+
+    # -- names and SQL --------------------------------------------------------------
+
+    def _object_names(self) -> dict[str, str]:
+        prefix = f"{_quote(self.schema)}." if self.schema else ""
+        suffixes = {
+            "sessions": "",
+            "data": "_data",
+            "meta": "_meta",
+            "purge_index": "_purge_after",
+            "owner_index": "_owner",
+            "write": "_write",
+            "expires_at": "_expires_at",
+            "public_id": "_public_id",
+        }
+        names = {key: prefix + _quote(self.table + suffix) for key, suffix in suffixes.items()}
+        # CREATE INDEX takes an unqualified name: the index lives in its table's schema.
+        names["purge_index"] = _quote(self.table + suffixes["purge_index"])
+        names["owner_index"] = _quote(self.table + suffixes["owner_index"])
+        return names
+
+    def _render(self, sql: str) -> str:
+        def name(match: re.Match[str]) -> str:
+            return self._names[match.group(1)]
+
+        return _TOKEN.sub(name, sql)
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _where(self) -> str:
+        if self.dsn is None:
+            return "(an application pool)"
+        return redact(self.dsn)
+
+    def _failure(self, action: str, exc: BaseException) -> SessionStoreError:
+        detail = str(exc) or type(exc).__name__
+        if self.dsn is not None:
+            password = urlsplit(self.dsn).password
+            if password:
+                detail = detail.replace(password, "***")
+        return SessionStoreError(
+            f"PostgreSQL session store {self._where()} could not {action}: {detail}. Check "
+            "that the server is running and reachable, and that the user may use the "
+            f"{self.table!r} tables."
+        )
+
+    async def _get_pool(self) -> Pool[Record]:
+        if self._ready and self._pool is not None:
+            return self._pool
+        async with self._open_lock:
+            if self._closed:
+                raise SessionStoreError(f"{self!r} is closed; it cannot be used any more.")
+            if self._pool is None:
+                asyncpg = _import_asyncpg()
+                created: Pool[Record] = await asyncpg.create_pool(self.dsn, **self._pool_options)
+                self._pool = created
+            if not self._ready:
+                await self._set_up(self._pool)
+                self._ready = True
+        return self._pool
+
+    async def _set_up(self, pool: Pool[Record]) -> None:
+        lock = int.from_bytes(
+            hashlib.sha256(f"asgi_sessions:{self._names['sessions']}".encode()).digest()[:8],
+            "big",
+            signed=True,
+        )
+        async with pool.acquire() as conn, conn.transaction():
+            # Several processes starting at once: one creates, the others wait and see it.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", lock)
+            exists = await conn.fetchval("SELECT to_regclass($1)", self._names["meta"])
+            if exists is None:
+                if not self.create_schema:
+                    raise SessionStoreError(
+                        f"PostgreSQL session store {self._where()} has no table "
+                        f"{self._names['sessions']}, and create_schema=False. Create it "
+                        "with PostgresStore(..., create_schema=True) once, as a user that "
+                        "may create tables."
+                    )
+                if self.schema:
+                    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(self.schema)}")
+                await conn.execute(self._render(_schema_sql()))
+                return
+            version = await conn.fetchval(self._render("SELECT max(version) FROM {meta}"))
+            if version != SCHEMA_VERSION:
+                raise SessionStoreError(
+                    f"PostgreSQL session store {self._where()} has schema version {version}, "
+                    f"but this version of asgi-sessions uses {SCHEMA_VERSION}. Upgrade "
+                    "asgi-sessions (a newer one migrates older schemas on first use)."
+                )
+
+    async def _run(self, action: str, call: Callable[[Pool[Record]], Awaitable[T]]) -> T:
+        try:
+            pool = await self._get_pool()
+            return await call(pool)
+        except (SessionStoreError, SessionInterrupted, KeyCollision):
+            raise
+        except self._errors as exc:
+            raise self._failure(action, exc) from exc
+
+    # -- hooks ----------------------------------------------------------------------
+
+    async def read(self, store_id: str) -> StoredSession | None:
+        sid, now = _sid(store_id), self.clock()
+        if sid is None:
+            return None
+        rows = await self._run(
+            "load a session", lambda pool: pool.fetch(self._sql["load"], sid, now)
+        )
+        if not rows:
+            return None
+        created_at, updated_at, expires_at, expiry, owner = rows[0][:5]
+        return StoredSession(
+            data={row[5]: row[6] for row in rows if row[5] is not None},
+            expires_at=expires_at,
+            created_at=created_at,
+            updated_at=updated_at,
+            expiry=expiry,
+            owner=owner,
+        )
+
+    async def write(self, store_id: str, change: SessionWrite) -> None:
+        # Interface v1: the caller computed expires_at; passing it as both the default and
+        # the cap makes the SQL rule reproduce it exactly.
+        sid = _sid(store_id)
+        if sid is None:
+            raise ValueError(f"{store_id!r} is not a store id (hash_key() of a session key).")
+        args = (
+            sid, None, change.create, change.replace,
+            list(change.set), list(change.set.values()), list(change.deleted),
+            change.updated_at, change.expires_at, change.expires_at, change.created_at,
+            change.owner, True, change.expiry, True,
+        )  # fmt: skip
+        try:
+            row = await self._run(
+                "save a session", lambda pool: pool.fetchrow(self._sql["write"], *args)
+            )
+        except SessionStoreError as exc:
+            if isinstance(exc.__cause__, self._unique_violation):
+                raise KeyCollision("A session with that store id already exists.") from exc
+            raise
+        status = _row(row)[0]
+        if status == 2:
+            raise SessionInterrupted()
+        if status == 3:
+            raise KeyCollision(f"A session with store id {store_id[:12]}... already exists.")
+
+    async def remove(self, store_id: str) -> None:
+        sid = _sid(store_id)
+        if sid is None:
+            return
+        await self._run("delete a session", lambda pool: pool.execute(self._sql["remove"], sid))
+
+    async def purge_expired(self) -> int:
+        now, removed = self.clock(), 0
+        cursor: tuple[float, int] = (float("-inf"), 0)  # (purge_after, pk) of the last deleted
+        while True:
+            row = await self._run(
+                "delete expired sessions",
+                lambda pool: pool.fetchrow(self._sql["purge"], now, *cursor, self.purge_batch),
+            )
+            count: int = _row(row)[0]
+            removed += count
+            if count < self.purge_batch:
+                return removed
+            cursor = (_row(row)[1], _row(row)[2])
+
+    # -- owner index ----------------------------------------------------------------
+
+    async def list_sessions(self, owner: str) -> list[OwnedSession]:
+        now = self.clock()
+        rows = await self._run(
+            "list an owner's sessions", lambda pool: pool.fetch(self._sql["list"], owner, now)
+        )
+        return [self.owned(*row) for row in rows]
+
+    async def revoke(self, owner: str, public_id: str) -> int:
+        now = self.clock()
+        status: str = await self._run(
+            "revoke a session",
+            lambda pool: pool.execute(self._sql["revoke"], owner, now, public_id),
+        )
+        return int(status.rpartition(" ")[2])
+
+    async def revoke_all(self, owner: str, *, keep: str | None = None) -> int:
+        now = self.clock()
+        status: str = await self._run(
+            "revoke an owner's sessions",
+            lambda pool: pool.execute(self._sql["revoke_all"], owner, now, keep),
+        )
+        return int(status.rpartition(" ")[2])
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        async with self._open_lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+            if pool is not None and self._owns_pool:
+                await pool.close()
+
+
+_STATEMENTS = {
+    "load": _LOAD,
+    "write": _WRITE,
+    "remove": _REMOVE,
+    "purge": _PURGE,
+    "list": _LIST,
+    "revoke": _REVOKE,
+    "revoke_all": _REVOKE_ALL,
+}
+
+
+def _sid(store_id: str) -> bytes | None:
+    """The stored form of a store id (a SHA-256 in hex): its 32 bytes, or ``None`` if it is
+    not one (no record can exist under it)."""
+    try:
+        return bytes.fromhex(store_id)
+    except ValueError:
+        return None
+
+
+def _row(row: Record | None) -> Record:
+    if row is None:  # the statements above always return one row
+        raise SessionStoreError("PostgreSQL returned no row where one was expected.")
+    return row
+
+
+def _schema_sql() -> str:
+    return resources.files(__package__).joinpath("postgres_schema.sql").read_text("utf-8")
