@@ -26,9 +26,7 @@ def _available(kind: str) -> bool:
     return kind == "memory" or (PACKAGE / "stores" / f"{kind}.py").exists()
 
 
-SERVER_STORES = [
-    kind for kind in ("memory", "sqlite", "redis", "postgres") if _available(kind)
-]
+SERVER_STORES = [kind for kind in ("memory", "sqlite", "redis", "postgres") if _available(kind)]
 ANY_STORES = [*SERVER_STORES, *(["cookie"] if _available("cookie") else [])]
 
 
