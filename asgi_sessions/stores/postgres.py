@@ -14,6 +14,7 @@ future version upgrades it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import re
 import time
@@ -29,7 +30,7 @@ from ..errors import (
     SessionInterrupted,
     SessionStoreError,
 )
-from .base import Clock, OwnedSession, SessionWrite, Store, StoredSession
+from .base import Clock, OwnedSession, SessionWrite, Store, StoredSession, WriteOutcome
 
 if TYPE_CHECKING:
     from asyncpg import Record
@@ -50,7 +51,9 @@ SELECT s.created_at, s.updated_at, s.expires_at, s.expiry, s.owner, d.key, d.val
 FROM {sessions} AS s LEFT JOIN {data} AS d ON d.sid = s.pk
 WHERE s.id = $1 AND s.expires_at > $2
 """
-_WRITE = "SELECT * FROM {write}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+_WRITE = """
+SELECT * FROM {write}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+"""
 _REMOVE = "DELETE FROM {sessions} WHERE id = $1"
 # One batch of the purge: lock up to $3 expired sessions past the cursor ($2 = the last
 # (purge_after, pk) deleted), skipping rows a save holds, and delete them (their data
@@ -259,8 +262,7 @@ class PostgresStore(Store):
         if self._ready and self._pool is not None:
             return self._pool
         async with self._open_lock:
-            if self._closed:
-                raise SessionStoreError(f"{self!r} is closed; it cannot be used any more.")
+            self._require_open()
             if self._pool is None:
                 asyncpg = _import_asyncpg()
                 created: Pool[Record] = await asyncpg.create_pool(self.dsn, **self._pool_options)
@@ -330,31 +332,41 @@ class PostgresStore(Store):
             owner=owner,
         )
 
-    async def write(self, store_id: str, change: SessionWrite) -> None:
-        # Interface v1: the caller computed expires_at; passing it as both the default and
-        # the cap makes the SQL rule reproduce it exactly.
-        sid = _sid(store_id)
-        if sid is None:
-            raise ValueError(f"{store_id!r} is not a store id (hash_key() of a session key).")
+    async def write(self, store_id: str, change: SessionWrite) -> WriteOutcome:
+        return await self._apply(store_id, None, change, "save a session")
+
+    async def move(self, store_id: str, new_id: str, change: SessionWrite) -> WriteOutcome:
+        return await self._apply(store_id, new_id, change, "rotate a session key")
+
+    async def _apply(
+        self, store_id: str, new_id: str | None, change: SessionWrite, action: str
+    ) -> WriteOutcome:
+        sid, new_sid = _sid(store_id), None if new_id is None else _sid(new_id)
+        if sid is None or (new_id is not None and new_sid is None):
+            raise ValueError("Store ids are SHA-256 digests in hex (hash_key() of a key).")
         args = (
-            sid, None, change.create, change.replace,
+            sid, new_sid, change.create, change.replace,
             list(change.set), list(change.set.values()), list(change.deleted),
-            change.updated_at, change.expires_at, change.expires_at, change.created_at,
-            change.owner, True, change.expiry, True,
+            self.clock(), change.now, change.default_expires_at, change.expires_cap,
+            change.created_at, change.owner, change.owner_changed,
+            change.expiry, change.expiry_changed,
         )  # fmt: skip
         try:
-            row = await self._run(
-                "save a session", lambda pool: pool.fetchrow(self._sql["write"], *args)
+            row = _row(
+                await self._run(action, lambda pool: pool.fetchrow(self._sql["write"], *args))
             )
         except SessionStoreError as exc:
+            # Only a race the function's own checks cannot see: two writers taking one
+            # fresh id at the same instant.
             if isinstance(exc.__cause__, self._unique_violation):
                 raise KeyCollision("A session with that store id already exists.") from exc
             raise
-        status = _row(row)[0]
+        status, expires_at, expiry = row
         if status == 2:
             raise SessionInterrupted()
         if status == 3:
-            raise KeyCollision(f"A session with store id {store_id[:12]}... already exists.")
+            raise KeyCollision("A session with that store id already exists.")
+        return WriteOutcome(status == 0, expires_at, expiry)
 
     async def remove(self, store_id: str) -> None:
         sid = _sid(store_id)
@@ -368,13 +380,18 @@ class PostgresStore(Store):
         while True:
             row = await self._run(
                 "delete expired sessions",
-                lambda pool: pool.fetchrow(self._sql["purge"], now, *cursor, self.purge_batch),
+                functools.partial(self._purge_batch, now=now, after=cursor),
             )
             count: int = _row(row)[0]
             removed += count
             if count < self.purge_batch:
                 return removed
             cursor = (_row(row)[1], _row(row)[2])
+
+    async def _purge_batch(
+        self, pool: Pool[Record], *, now: float, after: tuple[float, int]
+    ) -> Record | None:
+        return await pool.fetchrow(self._sql["purge"], now, *after, self.purge_batch)
 
     # -- owner index ----------------------------------------------------------------
 
