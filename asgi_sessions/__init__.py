@@ -26,6 +26,7 @@ from .stores import MemoryStore, OwnedSession, SessionRecord, Store, store_from_
 
 if TYPE_CHECKING:
     from .stores.cookie import CookieStore
+    from .stores.postgres import PostgresStore
     from .stores.redis import RedisStore
     from .stores.sqlite import SQLiteStore
 
@@ -36,6 +37,7 @@ __all__ = [
     "MemoryStore",
     "MissingDependency",
     "OwnedSession",
+    "PostgresStore",
     "RedisStore",
     "SQLiteStore",
     "Serializer",
@@ -56,7 +58,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # Store backends with optional dependencies load on first use.
-    if name in ("SQLiteStore", "RedisStore", "CookieStore"):
+    if name in ("SQLiteStore", "RedisStore", "PostgresStore", "CookieStore"):
         from . import stores
 
         return getattr(stores, name)

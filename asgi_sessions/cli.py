@@ -2,7 +2,7 @@
 
 Like Django's ``clearsessions`` management command, plus a look at one session and at a
 user's sessions. Every command takes a store URL (``sqlite:///sessions.sqlite3``,
-``redis://localhost:6379/0``, ...).
+``redis://localhost:6379/0``, ``postgresql://user:password@host/db``, ...).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m asgi_sessions",
         description="Inspect and clean a session store. URL examples: memory://, "
         "sqlite:///sessions.sqlite3 (relative), sqlite:////var/lib/app/sessions.sqlite3 "
-        "(absolute), redis://localhost:6379/0.",
+        "(absolute), redis://localhost:6379/0, postgresql://user:password@localhost/app.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

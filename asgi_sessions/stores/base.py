@@ -349,7 +349,7 @@ class Store:
     def _no_owner_index(self) -> StoreCapabilityError:
         return StoreCapabilityError(
             f"{type(self).__name__} keeps no index of sessions by owner, so it cannot list or "
-            "revoke them. Use MemoryStore, SQLiteStore or RedisStore for that."
+            "revoke them. Use MemoryStore, SQLiteStore, RedisStore or PostgresStore for that."
         )
 
     # -- lifecycle ------------------------------------------------------------------
