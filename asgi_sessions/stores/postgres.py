@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from ..errors import (
     ImproperlyConfigured,
@@ -30,6 +30,7 @@ from ..errors import (
     SessionInterrupted,
     SessionStoreError,
 )
+from ..redaction import redact_url
 from .base import Clock, OwnedSession, SessionWrite, Store, StoredSession, WriteOutcome
 
 if TYPE_CHECKING:
@@ -95,20 +96,6 @@ def _import_asyncpg() -> Any:
     return asyncpg
 
 
-def redact(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<unparseable URL>"
-    if not password:
-        return url
-    netloc = parts.netloc.rpartition("@")
-    user = netloc[0].partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
-
-
 def _quote(name: str) -> str:
     return f'"{name}"'
 
@@ -169,7 +156,7 @@ class PostgresStore(Store):
                 )
         if dsn is not None and urlsplit(dsn).scheme.lower() not in ("postgresql", "postgres"):
             raise ImproperlyConfigured(
-                f"PostgresStore needs a postgresql:// URL, not {redact(dsn)!r}."
+                f"PostgresStore needs a postgresql:// URL, not {redact_url(dsn)!r}."
             )
         if min_size < 0 or max_size < max(1, min_size):
             raise ImproperlyConfigured(
@@ -189,6 +176,10 @@ class PostgresStore(Store):
             "command_timeout": command_timeout,
             "timeout": connect_timeout,
             "statement_cache_size": 100 if prepared_statements else 0,
+            # asyncpg's default reset (RESET ALL, UNLISTEN *, ...) is one more round trip
+            # on every release, before the caller gets its result. The store's statements
+            # leave no session state to reset (no SET, LISTEN, cursor or session lock).
+            "reset": _keep_session_state,
             **connect_options,
         }
         self._ready = False
@@ -210,7 +201,7 @@ class PostgresStore(Store):
         return cls(url, **options)
 
     def __repr__(self) -> str:
-        where = redact(self.dsn) if self.dsn is not None else "pool=<asyncpg pool>"
+        where = redact_url(self.dsn) if self.dsn is not None else "pool=<asyncpg pool>"
         return f"{type(self).__name__}({where!r}, table={self.table!r})"
 
     # -- names and SQL --------------------------------------------------------------
@@ -244,7 +235,7 @@ class PostgresStore(Store):
     def _where(self) -> str:
         if self.dsn is None:
             return "(an application pool)"
-        return redact(self.dsn)
+        return redact_url(self.dsn)
 
     def _failure(self, action: str, exc: BaseException) -> SessionStoreError:
         detail = str(exc) or type(exc).__name__
@@ -437,6 +428,10 @@ _STATEMENTS = {
     "revoke": _REVOKE,
     "revoke_all": _REVOKE_ALL,
 }
+
+
+async def _keep_session_state(connection: object) -> None:
+    """The pool's reset: nothing (asyncpg still rolls back a transaction left open)."""
 
 
 def _sid(store_id: str) -> bytes | None:
