@@ -43,6 +43,10 @@ T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 
+# clear_expired() starts with batches of this many sessions, then adapts (see there).
+_FIRST_PURGE_BATCH = 100
+_MIN_PURGE_BATCH = 10
+
 # Each derived name (e.g. "<table>_purge_after") must fit PostgreSQL's 63-byte identifiers.
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
 _TOKEN = re.compile(r"\{(\w+)\}")
@@ -56,10 +60,12 @@ _WRITE = """
 SELECT * FROM {write}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 """
 _REMOVE = "DELETE FROM {sessions} WHERE id = $1"
-# One batch of the purge: lock up to $3 expired sessions past the cursor ($2 = the last
-# (purge_after, pk) deleted), skipping rows a save holds, and delete them (their data
-# rows go by ON DELETE CASCADE). The cursor means no batch rescans what an earlier batch
-# passed over (sessions still alive in the current hour's bucket).
+# One batch of the purge: lock up to $4 expired sessions past the cursor ($2, $3 = the
+# last (purge_after, pk) deleted), skipping rows a save holds, and delete their data rows
+# and them. The cursor means no batch rescans what an earlier one passed over (sessions
+# still alive in the current hour's bucket). Returns how many, the new cursor, and the
+# seconds the statement has run so far: the time its locks have been held, measured by
+# the server (the client's view adds network and scheduling delays).
 _PURGE = """
 WITH doomed AS (
     SELECT pk, purge_after FROM {sessions}
@@ -67,12 +73,17 @@ WITH doomed AS (
     ORDER BY purge_after, pk
     LIMIT $4
     FOR UPDATE SKIP LOCKED
+), gone_data AS (
+    DELETE FROM {data} AS d USING doomed WHERE d.sid = doomed.pk
 ), gone AS (
     DELETE FROM {sessions} AS s USING doomed WHERE s.pk = doomed.pk
     RETURNING doomed.purge_after, doomed.pk
+), last AS (
+    SELECT purge_after, pk FROM gone ORDER BY purge_after DESC, pk DESC LIMIT 1
 )
-SELECT count(*), (SELECT max(purge_after) FROM gone), (
-    SELECT pk FROM gone ORDER BY purge_after DESC, pk DESC LIMIT 1) FROM gone
+SELECT (SELECT count(*) FROM gone), last.purge_after, last.pk,
+       extract(epoch FROM clock_timestamp() - statement_timestamp())::float8
+FROM (SELECT 1) AS one LEFT JOIN last ON true
 """
 _LIST = """
 SELECT encode(id, 'hex'), created_at, updated_at, expires_at FROM {sessions}
@@ -118,7 +129,9 @@ class PostgresStore(Store):
             = 0``); costs a second round trip per operation.
         command_timeout: seconds a statement may take before the request fails.
         connect_timeout: seconds to wait for a new connection.
-        purge_batch: expired sessions deleted per transaction by ``clear_expired()``.
+        purge_batch: most expired sessions deleted per transaction by ``clear_expired()``.
+        purge_batch_seconds: how long one such transaction should take (and so hold its
+            row locks); the batch size adapts to it.
         create_schema: create (or upgrade) the tables on first use; with ``False`` the
             store only checks that they are there at its version.
         connect_options: passed to ``asyncpg.create_pool`` (``ssl=...``, ...).
@@ -136,7 +149,8 @@ class PostgresStore(Store):
         prepared_statements: bool = True,
         command_timeout: float = 5.0,
         connect_timeout: float = 5.0,
-        purge_batch: int = 500,
+        purge_batch: int = 5000,
+        purge_batch_seconds: float = 0.02,
         create_schema: bool = True,
         clock: Clock = time.time,
         **connect_options: Any,
@@ -167,6 +181,7 @@ class PostgresStore(Store):
         self.table = table
         self.schema = schema
         self.purge_batch = max(1, purge_batch)
+        self.purge_batch_seconds = purge_batch_seconds
         self.create_schema = create_schema
         self._pool: Pool[Record] | None = pool
         self._owns_pool = pool is None
@@ -366,23 +381,34 @@ class PostgresStore(Store):
         await self._run("delete a session", lambda pool: pool.execute(self._sql["remove"], sid))
 
     async def purge_expired(self) -> int:
-        now, removed = self.clock(), 0
+        # Batches, each one statement and so one short transaction: no row stays locked
+        # for long, and saves of live sessions interleave. The batch size adapts so that
+        # a batch takes about purge_batch_seconds (the time it holds its locks), whatever
+        # the server's speed and load, up to purge_batch sessions.
+        now, removed, size = self.clock(), 0, min(_FIRST_PURGE_BATCH, self.purge_batch)
         cursor: tuple[float, int] = (float("-inf"), 0)  # (purge_after, pk) of the last deleted
         while True:
-            row = await self._run(
-                "delete expired sessions",
-                functools.partial(self._purge_batch, now=now, after=cursor),
+            row = _row(
+                await self._run(
+                    "delete expired sessions",
+                    functools.partial(self._purge_batch, now=now, after=cursor, size=size),
+                )
             )
-            count: int = _row(row)[0]
+            count: int = row[0]
             removed += count
-            if count < self.purge_batch:
+            if count < size:
                 return removed
-            cursor = (_row(row)[1], _row(row)[2])
+            cursor = (row[1], row[2])
+            took: float = row[3]
+            if took < self.purge_batch_seconds / 2:
+                size = min(self.purge_batch, size * 2)
+            elif took > self.purge_batch_seconds:
+                size = max(min(_MIN_PURGE_BATCH, self.purge_batch), size // 2)
 
     async def _purge_batch(
-        self, pool: Pool[Record], *, now: float, after: tuple[float, int]
+        self, pool: Pool[Record], *, now: float, after: tuple[float, int], size: int
     ) -> Record | None:
-        return await pool.fetchrow(self._sql["purge"], now, *after, self.purge_batch)
+        return await pool.fetchrow(self._sql["purge"], now, *after, size)
 
     # -- owner index ----------------------------------------------------------------
 
