@@ -21,6 +21,8 @@ DEFAULT_RENEW_INTERVAL = 60
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+    from .importers import Importer
+
 __all__ = ["SessionMiddleware", "get_session"]
 
 logger = logging.getLogger("asgi_sessions")
@@ -77,6 +79,8 @@ class SessionMiddleware:
             from the session) and save them, even when nothing else changed.
         retry_after: seconds sent in ``Retry-After`` with the 503 answered when the store
             fails before the response starts.
+        import_from: importers of another library's sessions (``FromStarlette``,
+            ``FromStarsessions``), so that switching signs nobody out.
     """
 
     def __init__(
@@ -100,6 +104,7 @@ class SessionMiddleware:
         rotate_on_owner_change: bool = True,
         detect_nested_changes: bool = True,
         retry_after: int = 5,
+        import_from: Sequence[Importer] = (),
     ) -> None:
         self.app = app
         secrets = [secret_key] if isinstance(secret_key, str) else list(secret_key)
@@ -145,6 +150,7 @@ class SessionMiddleware:
             rotate_on_owner_change=rotate_on_owner_change,
             detect_nested_changes=detect_nested_changes,
             renew_interval=min(renew_interval, max(default_age, 0) / 10),
+            importers=_importers(import_from),
         )
         store.bind(self.config.signer)
 
@@ -269,6 +275,10 @@ class SessionMiddleware:
                     "or switch to a server-side store (SQLiteStore, RedisStore)."
                 )
         headers.append((b"set-cookie", cookie.encode("latin-1")))
+        importer = session._imported_from
+        if importer is not None and importer.cookie_name != self.config.cookie.name:
+            # The old cookie has another name, so ours does not replace it: remove it.
+            headers.append((b"set-cookie", importer.delete_cookie().encode("latin-1")))
         _vary_on_cookie(headers)
         if not any(name.lower() == b"cache-control" for name, _ in headers):
             # A shared cache must never hand one user's cookie to another.
@@ -298,6 +308,19 @@ class SessionMiddleware:
         self.store = store
         self.config = replace(self.config, store=store)
         store.bind(self.config.signer)
+
+
+def _importers(import_from: Sequence[Importer]) -> tuple[Importer, ...]:
+    from .importers import Importer
+
+    importers = tuple(import_from)
+    for importer in importers:
+        if not isinstance(importer, Importer):
+            raise ImproperlyConfigured(
+                f"import_from takes importers such as FromStarlette(old_secret) or "
+                f"FromStarsessions(redis_client), not {importer!r}."
+            )
+    return importers
 
 
 def _default_store() -> Store:

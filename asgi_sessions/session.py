@@ -7,7 +7,7 @@ import logging
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .cookies import CookieSettings, Signer, VerifiedCookies, cookie_values
 from .errors import SessionInterrupted, SessionStoreError
@@ -15,6 +15,9 @@ from .expiry import encode_expiry, ends_with_browser, resolve_expires_at
 from .serializers import Serializer
 from .stores.base import Saved, SessionWrite, Store, StoredSession, hash_key, public_id_for
 from .tracking import TrackedDict
+
+if TYPE_CHECKING:
+    from .importers import Importer
 
 __all__ = ["DEFAULT_MAX_AGE", "Session", "SessionConfig"]
 
@@ -42,6 +45,8 @@ class SessionConfig:
     rotate_on_owner_change: bool = True
     detect_nested_changes: bool = True
     renew_interval: float = 0
+    importers: tuple[Importer, ...] = ()
+    """Other libraries' sessions to take over (see :mod:`asgi_sessions.importers`)."""
 
     @property
     def default_age(self) -> int:
@@ -71,6 +76,7 @@ class Session(TrackedDict):
         "_expiry",
         "_expiry_changed",
         "_headers",
+        "_imported_from",
         "_key",
         "_loading",
         "_owner",
@@ -107,6 +113,7 @@ class Session(TrackedDict):
         self._owner: str | None = None
         self._owner_changed = False
         self._expiry_changed = False
+        self._imported_from: Importer | None = None
 
     # -- loading -----------------------------------------------------------------------
 
@@ -132,6 +139,8 @@ class Session(TrackedDict):
             record = await self._config.store.load(key) if key is not None else None
             if record is not None:
                 self._adopt(key, record)  # type: ignore[arg-type]
+            elif self._config.importers:
+                await self._import()
         except BaseException as exc:
             waiting, self._loading = self._loading, None
             if isinstance(waiting, asyncio.Future):
@@ -144,6 +153,17 @@ class Session(TrackedDict):
         if isinstance(waiting, asyncio.Future):
             waiting.set_result(None)
         return self
+
+    async def _import(self) -> None:
+        """Take over the old library's session the request carries, if any."""
+        from .importers import import_session
+
+        found = await import_session(self._config, self._headers)
+        if found is not None:
+            key, record, importer = found
+            self._adopt(key, record)
+            self._written = True  # the response sets our cookie
+            self._imported_from = importer
 
     def _client_key(self) -> str | None:
         """The session key from the request's cookie, if its signature verifies."""

@@ -41,6 +41,8 @@ async def read_all(session: Session, request: Request) -> Any:
 def test_public_names_are_exactly_these() -> None:
     assert sorted(asgi_sessions.__all__) == [
         "CookieStore",
+        "FromStarlette",
+        "FromStarsessions",
         "ImproperlyConfigured",
         "JSONSerializer",
         "MemoryStore",
@@ -88,6 +90,8 @@ def test_public_names_are_exactly_these() -> None:
         ({"secret_key": []}, "secret_key"),
         ({"absolute_timeout": 0}, "absolute_timeout"),
         ({"store": "memory://"}, "store must be a Store"),
+        ({"import_from": ["starlette"]}, "import_from takes importers"),
+        ({"renew_interval": -1}, "renew_interval"),
     ],
 )
 def test_a_configuration_that_cannot_work_is_refused_at_start_up(
