@@ -188,6 +188,33 @@ async def test_a_listed_public_id_is_the_one_python_derives(
     assert await pstore.revoke("o", listed.public_id) == 1
 
 
+async def test_saves_within_the_hour_are_hot_updates(
+    postgres_url: str, db: asyncpg.Connection, clock: FakeClock
+) -> None:
+    # Every save moves expires_at; only its hour bucket is indexed, so the session row is
+    # rewritten in place (HOT: no new index entries) until the bucket changes.
+    async with PostgresStore(postgres_url, clock=clock, max_size=1) as store:
+        clock.now = 1_800_000_000.0  # the top of an hour: 50 saves stay within it
+        await create(store, KEY, {"a": 0}, clock())
+        for n in range(50):
+            clock.advance(1)
+            await store.save(KEY, session_write(clock(), set=encoded({"a": n})))
+        pool = store._pool
+        assert pool is not None
+        await pool.execute("SELECT pg_stat_force_next_flush()")
+        await pool.execute("SELECT 1")  # the flush happens at the end of a transaction
+    for _ in range(50):
+        await db.execute("SELECT pg_stat_clear_snapshot()")
+        updates, hot = await db.fetchrow(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+            "WHERE relid = 'asgi_sessions'::regclass"
+        )
+        if updates >= 50:
+            break
+        await asyncio.sleep(0.1)
+    assert (updates, hot) == (50, 50)
+
+
 # -- round trips --------------------------------------------------------------------------
 
 
@@ -481,9 +508,17 @@ def test_impossible_pool_bounds_are_refused(low: int, high: int) -> None:
         PostgresStore("postgresql://localhost/app", min_size=low, max_size=high)
 
 
-def test_a_url_of_another_scheme_is_refused_without_its_password() -> None:
-    with pytest.raises(ImproperlyConfigured, match="postgresql://") as caught:
-        PostgresStore("mysql://user:s3cret@localhost/app")
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://user:s3cret@localhost/app", "needs a postgresql:// URL"),
+        ("postgresql://user:s3cret@[::1/app", "Invalid PostgreSQL URL"),
+        ("postgresql://user:s3cret@localhost:port/app", "Invalid PostgreSQL URL"),
+    ],
+)
+def test_a_bad_url_is_refused_without_its_password(url: str, message: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match=message) as caught:
+        PostgresStore(url)
     assert "s3cret" not in str(caught.value)
 
 

@@ -168,10 +168,18 @@ class PostgresStore(Store):
                     f"PostgresStore {option}={name!r} is not a plain identifier: use letters, "
                     "digits and underscores, starting with a letter, at most 41 characters."
                 )
-        if dsn is not None and urlsplit(dsn).scheme.lower() not in ("postgresql", "postgres"):
-            raise ImproperlyConfigured(
-                f"PostgresStore needs a postgresql:// URL, not {redact_url(dsn)!r}."
-            )
+        if dsn is not None:
+            try:
+                parts = urlsplit(dsn)
+                parts.port  # noqa: B018 - raises ValueError on a bad port or IPv6 bracket
+            except ValueError as exc:
+                raise ImproperlyConfigured(
+                    f"Invalid PostgreSQL URL {redact_url(dsn)!r}: {exc}."
+                ) from exc
+            if parts.scheme.lower() not in ("postgresql", "postgres"):
+                raise ImproperlyConfigured(
+                    f"PostgresStore needs a postgresql:// URL, not {redact_url(dsn)!r}."
+                )
         if min_size < 0 or max_size < max(1, min_size):
             raise ImproperlyConfigured(
                 f"PostgresStore pool bounds min_size={min_size}, max_size={max_size} are "
@@ -254,10 +262,9 @@ class PostgresStore(Store):
 
     def _failure(self, action: str, exc: BaseException) -> SessionStoreError:
         detail = str(exc) or type(exc).__name__
-        if self.dsn is not None:
-            password = urlsplit(self.dsn).password
-            if password:
-                detail = detail.replace(password, "***")
+        password = urlsplit(self.dsn).password if self.dsn is not None else None
+        if password:  # belt and braces: asyncpg's messages do not quote it
+            detail = detail.replace(password, "***")
         return SessionStoreError(
             f"PostgreSQL session store {self._where()} could not {action}: {detail}. Check "
             "that the server is running and reachable, and that the user may use the "
