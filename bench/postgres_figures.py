@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.postgres_figures            # everything (~10 min on 2 cores)
     .venv/bin/python -m bench.postgres_figures --quick    # 10,000 instead of 1,000,000
     .venv/bin/python -m bench.postgres_figures --durable  # fsync and synchronous_commit on
+    .venv/bin/python -m bench.postgres_figures --only purge
 
 Starts a private PostgreSQL cluster on a free loopback port (fsync off unless
 ``--durable``). Latencies: variants run in interleaved rounds, each figure the median of
@@ -236,6 +237,7 @@ async def purge(dsn: str, count: int) -> None:
     now = time.time()
     await bulk_load(dsn, "purge", count, expires_at=now - 60)
     batches: list[float] = []
+    sizes: list[int] = []
     seen: list[float] = []
     saves: list[float] = []
     async with PostgresStore(dsn, table="purge", max_size=4) as store:
@@ -248,6 +250,7 @@ async def purge(dsn: str, count: int) -> None:
             started = time.perf_counter()
             row = await original(pool, **kwargs)
             batches.append(row[3])  # as the server measured the statement
+            sizes.append(kwargs["size"])
             seen.append(time.perf_counter() - started)  # as this (busy) process saw it
             return row
 
@@ -269,6 +272,7 @@ async def purge(dsn: str, count: int) -> None:
         total = time.perf_counter() - started
         done.set()
         await asyncio.gather(*writers)
+    slowest = sorted(zip(batches, sizes, strict=True))[-3:]
     batches.sort()
     seen.sort()
     saves.sort()
@@ -280,21 +284,28 @@ async def purge(dsn: str, count: int) -> None:
           f"{statistics.median(batches) * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms, "
           f"max {batches[-1] * 1e3:.1f} ms (server's clock); seen from the client: median "
           f"{statistics.median(seen) * 1e3:.1f} ms, max {seen[-1] * 1e3:.1f} ms")  # fmt: skip
+    print(f"  batch sizes: median {statistics.median(sizes):.0f}, max {max(sizes)}; the three "
+          "slowest: " + ", ".join(f"{t * 1e3:.0f} ms for {n}" for t, n in slowest))  # fmt: skip
     print(f"  {len(saves)} saves beside it: median {statistics.median(saves) * 1e3:.1f} ms, "
           f"max {saves[-1] * 1e3:.1f} ms")  # fmt: skip
 
 
-async def main_async(dsn: str, big: int) -> None:
-    await latency(dsn)
-    await concurrency(dsn)
-    await scale(dsn, big)
-    await purge(dsn, big)
+async def main_async(dsn: str, big: int, only: str | None) -> None:
+    if only in (None, "latency"):
+        await latency(dsn)
+    if only in (None, "concurrency"):
+        await concurrency(dsn)
+    if only in (None, "scale"):
+        await scale(dsn, big)
+    if only in (None, "purge"):
+        await purge(dsn, big)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10,000 sessions, not 1,000,000")
     parser.add_argument("--durable", action="store_true", help="fsync and synchronous_commit on")
+    parser.add_argument("--only", choices=["latency", "concurrency", "scale", "purge", "processes"])
     args = parser.parse_args()
     bindir = find_bindir()
     if bindir is None:
@@ -303,7 +314,9 @@ def main() -> None:
     try:
         server.start()
         print(f"PostgreSQL at {bindir}, fsync {'on' if args.durable else 'off'}, loopback TCP")
-        asyncio.run(main_async(server.dsn, 10_000 if args.quick else 1_000_000))
+        asyncio.run(main_async(server.dsn, 10_000 if args.quick else 1_000_000, args.only))
+        if args.only not in (None, "processes"):
+            return
         print("\n## 4 uvicorn processes, 16 sessions x 8 concurrent writers, 10 s")
         result = run_processes(server.dsn, processes=4, clients=16, writers=8, seconds=10)
         print(f"  {result.writes} writes ({result.per_second:.0f}/s) from {len(result.pids)} "

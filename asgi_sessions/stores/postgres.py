@@ -6,20 +6,18 @@ Layout (``postgres_schema.sql``, chosen by measurement: ``bench/postgres_layout.
 PL/pgSQL function that locks the session row, merges the changed keys and decides
 emptiness: one statement, one round trip, atomic.
 
-The schema is created on first use, in one transaction under an advisory lock, and
-carries a version (``<table>_meta``); see ``postgres_migrations`` in the README for how a
-future version upgrades it.
+The schema (``postgres_schema.sql``) is created on first use, in one transaction under an
+advisory lock, and carries a version (``<table>_meta``); the README's PostgreSQL section
+says how a future version upgrades it. The statements the store runs are in
+``postgres_queries.sql``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
-import re
 import time
 from collections.abc import Awaitable, Callable
-from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -32,71 +30,19 @@ from ..errors import (
 )
 from ..redaction import redact_url
 from .base import Clock, OwnedSession, SessionWrite, Store, StoredSession, WriteOutcome
+from .postgres_sql import SCHEMA_VERSION, SqlNames, set_up
 
 if TYPE_CHECKING:
     from asyncpg import Record
     from asyncpg.pool import Pool
 
-__all__ = ["PostgresStore"]
+__all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
 T = TypeVar("T")
-
-SCHEMA_VERSION = 1
 
 # clear_expired() starts with batches of this many sessions, then adapts (see there).
 _FIRST_PURGE_BATCH = 100
 _MIN_PURGE_BATCH = 10
-
-# Each derived name (e.g. "<table>_purge_after") must fit PostgreSQL's 63-byte identifiers.
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
-_TOKEN = re.compile(r"\{(\w+)\}")
-
-_LOAD = """
-SELECT s.created_at, s.updated_at, s.expires_at, s.expiry, s.owner, d.key, d.value
-FROM {sessions} AS s LEFT JOIN {data} AS d ON d.sid = s.pk
-WHERE s.id = $1 AND s.expires_at > $2
-"""
-_WRITE = """
-SELECT * FROM {write}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-"""
-_REMOVE = "DELETE FROM {sessions} WHERE id = $1"
-# One batch of the purge: lock up to $4 expired sessions past the cursor ($2, $3 = the
-# last (purge_after, pk) deleted), skipping rows a save holds, and delete their data rows
-# and them. The cursor means no batch rescans what an earlier one passed over (sessions
-# still alive in the current hour's bucket). Returns how many, the new cursor, and the
-# seconds the statement has run so far: the time its locks have been held, measured by
-# the server (the client's view adds network and scheduling delays).
-_PURGE = """
-WITH doomed AS (
-    SELECT pk, purge_after FROM {sessions}
-    WHERE purge_after <= $1 AND expires_at <= $1 AND (purge_after, pk) > ($2, $3)
-    ORDER BY purge_after, pk
-    LIMIT $4
-    FOR UPDATE SKIP LOCKED
-), gone_data AS (
-    DELETE FROM {data} AS d USING doomed WHERE d.sid = doomed.pk
-), gone AS (
-    DELETE FROM {sessions} AS s USING doomed WHERE s.pk = doomed.pk
-    RETURNING doomed.purge_after, doomed.pk
-), last AS (
-    SELECT purge_after, pk FROM gone ORDER BY purge_after DESC, pk DESC LIMIT 1
-)
-SELECT (SELECT count(*) FROM gone), last.purge_after, last.pk,
-       extract(epoch FROM clock_timestamp() - statement_timestamp())::float8
-FROM (SELECT 1) AS one LEFT JOIN last ON true
-"""
-_LIST = """
-SELECT encode(id, 'hex'), created_at, updated_at, expires_at FROM {sessions}
-WHERE owner = $1 AND expires_at > $2 ORDER BY created_at, pk
-"""
-_REVOKE = """
-DELETE FROM {sessions}
-WHERE owner = $1 AND expires_at > $2 AND {public_id}(id) = $3
-"""
-_REVOKE_ALL = """
-DELETE FROM {sessions}
-WHERE owner = $1 AND expires_at > $2 AND ($3::text IS NULL OR {public_id}(id) <> $3)
-"""
 
 
 def _import_asyncpg() -> Any:
@@ -105,10 +51,6 @@ def _import_asyncpg() -> Any:
     except ImportError as exc:
         raise MissingDependency("postgres", "asyncpg") from exc
     return asyncpg
-
-
-def _quote(name: str) -> str:
-    return f'"{name}"'
 
 
 class PostgresStore(Store):
@@ -149,7 +91,7 @@ class PostgresStore(Store):
         prepared_statements: bool = True,
         command_timeout: float = 5.0,
         connect_timeout: float = 5.0,
-        purge_batch: int = 5000,
+        purge_batch: int = 1000,
         purge_batch_seconds: float = 0.02,
         create_schema: bool = True,
         clock: Clock = time.time,
@@ -162,12 +104,6 @@ class PostgresStore(Store):
                 "PostgresStore needs either a DSN (PostgresStore('postgresql://...')) or an "
                 "asyncpg pool (PostgresStore(pool=pool)), not both."
             )
-        for option, name in (("table", table), ("schema", schema)):
-            if name is not None and not _NAME.fullmatch(name):
-                raise ImproperlyConfigured(
-                    f"PostgresStore {option}={name!r} is not a plain identifier: use letters, "
-                    "digits and underscores, starting with a letter, at most 41 characters."
-                )
         if dsn is not None:
             try:
                 parts = urlsplit(dsn)
@@ -215,8 +151,8 @@ class PostgresStore(Store):
             TimeoutError,
         )
         self._unique_violation: type[BaseException] = asyncpg.UniqueViolationError
-        self._names = self._object_names()
-        self._sql = {name: self._render(sql) for name, sql in _STATEMENTS.items()}
+        self._sql = SqlNames(table, schema)
+        self._queries = self._sql.statements
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresStore:
@@ -226,32 +162,6 @@ class PostgresStore(Store):
     def __repr__(self) -> str:
         where = redact_url(self.dsn) if self.dsn is not None else "pool=<asyncpg pool>"
         return f"{type(self).__name__}({where!r}, table={self.table!r})"
-
-    # -- names and SQL --------------------------------------------------------------
-
-    def _object_names(self) -> dict[str, str]:
-        prefix = f"{_quote(self.schema)}." if self.schema else ""
-        suffixes = {
-            "sessions": "",
-            "data": "_data",
-            "meta": "_meta",
-            "purge_index": "_purge_after",
-            "owner_index": "_owner",
-            "write": "_write",
-            "expires_at": "_expires_at",
-            "public_id": "_public_id",
-        }
-        names = {key: prefix + _quote(self.table + suffix) for key, suffix in suffixes.items()}
-        # CREATE INDEX takes an unqualified name: the index lives in its table's schema.
-        names["purge_index"] = _quote(self.table + suffixes["purge_index"])
-        names["owner_index"] = _quote(self.table + suffixes["owner_index"])
-        return names
-
-    def _render(self, sql: str) -> str:
-        def name(match: re.Match[str]) -> str:
-            return self._names[match.group(1)]
-
-        return _TOKEN.sub(name, sql)
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -281,39 +191,10 @@ class PostgresStore(Store):
                 created: Pool[Record] = await asyncpg.create_pool(self.dsn, **self._pool_options)
                 self._pool = created
             if not self._ready:
-                await self._set_up(self._pool)
+                async with self._pool.acquire() as conn:
+                    await set_up(conn, self._sql, create=self.create_schema, where=self._where())
                 self._ready = True
         return self._pool
-
-    async def _set_up(self, pool: Pool[Record]) -> None:
-        lock = int.from_bytes(
-            hashlib.sha256(f"asgi_sessions:{self._names['sessions']}".encode()).digest()[:8],
-            "big",
-            signed=True,
-        )
-        async with pool.acquire() as conn, conn.transaction():
-            # Several processes starting at once: one creates, the others wait and see it.
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", lock)
-            exists = await conn.fetchval("SELECT to_regclass($1)", self._names["meta"])
-            if exists is None:
-                if not self.create_schema:
-                    raise SessionStoreError(
-                        f"PostgreSQL session store {self._where()} has no table "
-                        f"{self._names['sessions']}, and create_schema=False. Create it "
-                        "with PostgresStore(..., create_schema=True) once, as a user that "
-                        "may create tables."
-                    )
-                if self.schema:
-                    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(self.schema)}")
-                await conn.execute(self._render(_schema_sql()))
-                return
-            version = await conn.fetchval(self._render("SELECT max(version) FROM {meta}"))
-            if version != SCHEMA_VERSION:
-                raise SessionStoreError(
-                    f"PostgreSQL session store {self._where()} has schema version {version}, "
-                    f"but this version of asgi-sessions uses {SCHEMA_VERSION}. Upgrade "
-                    "asgi-sessions (a newer one migrates older schemas on first use)."
-                )
 
     async def _run(self, action: str, call: Callable[[Pool[Record]], Awaitable[T]]) -> T:
         try:
@@ -331,7 +212,7 @@ class PostgresStore(Store):
         if sid is None:
             return None
         rows = await self._run(
-            "load a session", lambda pool: pool.fetch(self._sql["load"], sid, now)
+            "load a session", lambda pool: pool.fetch(self._queries["load"], sid, now)
         )
         if not rows:
             return None
@@ -366,7 +247,7 @@ class PostgresStore(Store):
         )  # fmt: skip
         try:
             row = _row(
-                await self._run(action, lambda pool: pool.fetchrow(self._sql["write"], *args))
+                await self._run(action, lambda pool: pool.fetchrow(self._queries["write"], *args))
             )
         except SessionStoreError as exc:
             # Only a race the function's own checks cannot see: two writers taking one
@@ -385,7 +266,7 @@ class PostgresStore(Store):
         sid = _sid(store_id)
         if sid is None:
             return
-        await self._run("delete a session", lambda pool: pool.execute(self._sql["remove"], sid))
+        await self._run("delete a session", lambda pool: pool.execute(self._queries["remove"], sid))
 
     async def purge_expired(self) -> int:
         # Batches, each one statement and so one short transaction: no row stays locked
@@ -415,14 +296,15 @@ class PostgresStore(Store):
     async def _purge_batch(
         self, pool: Pool[Record], *, now: float, after: tuple[float, int], size: int
     ) -> Record | None:
-        return await pool.fetchrow(self._sql["purge"], now, *after, size)
+        return await pool.fetchrow(self._queries["purge"], now, *after, size)
 
     # -- owner index ----------------------------------------------------------------
 
     async def list_sessions(self, owner: str) -> list[OwnedSession]:
         now = self.clock()
         rows = await self._run(
-            "list an owner's sessions", lambda pool: pool.fetch(self._sql["list"], owner, now)
+            "list an owner's sessions",
+            lambda pool: pool.fetch(self._queries["list"], owner, now),
         )
         return [self.owned(*row) for row in rows]
 
@@ -430,7 +312,7 @@ class PostgresStore(Store):
         now = self.clock()
         status: str = await self._run(
             "revoke a session",
-            lambda pool: pool.execute(self._sql["revoke"], owner, now, public_id),
+            lambda pool: pool.execute(self._queries["revoke"], owner, now, public_id),
         )
         return int(status.rpartition(" ")[2])
 
@@ -438,7 +320,7 @@ class PostgresStore(Store):
         now = self.clock()
         status: str = await self._run(
             "revoke an owner's sessions",
-            lambda pool: pool.execute(self._sql["revoke_all"], owner, now, keep),
+            lambda pool: pool.execute(self._queries["revoke_all"], owner, now, keep),
         )
         return int(status.rpartition(" ")[2])
 
@@ -450,17 +332,6 @@ class PostgresStore(Store):
             pool, self._pool = self._pool, None
             if pool is not None and self._owns_pool:
                 await pool.close()
-
-
-_STATEMENTS = {
-    "load": _LOAD,
-    "write": _WRITE,
-    "remove": _REMOVE,
-    "purge": _PURGE,
-    "list": _LIST,
-    "revoke": _REVOKE,
-    "revoke_all": _REVOKE_ALL,
-}
 
 
 async def _keep_session_state(connection: object) -> None:
@@ -480,7 +351,3 @@ def _row(row: Record | None) -> Record:
     if row is None:  # the statements above always return one row
         raise SessionStoreError("PostgreSQL returned no row where one was expected.")
     return row
-
-
-def _schema_sql() -> str:
-    return resources.files(__package__).joinpath("postgres_schema.sql").read_text("utf-8")
