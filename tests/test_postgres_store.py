@@ -395,6 +395,48 @@ async def test_an_expired_record_under_a_new_id_is_replaced_not_a_collision(
     assert (await pstore.load(KEY)).data == {"new": "1"}  # type: ignore[union-attr]
 
 
+async def test_a_purge_whose_batches_run_slow_makes_them_smaller_and_still_finishes(
+    postgres_url: str, clock: FakeClock
+) -> None:
+    # purge_batch_seconds far below any real batch: every batch halves the next one.
+    async with PostgresStore(
+        postgres_url, clock=clock, purge_batch=40, purge_batch_seconds=1e-9
+    ) as store:
+        for n in range(100):
+            await store.save(
+                f"e{n:03d}" + "x" * 40, session_write(clock(), set=encoded({"n": n}), create=True)
+            )
+        clock.advance(3601)
+        assert await store.clear_expired() == 100
+
+
+async def test_two_rotations_racing_for_one_new_key_leave_one_winner(
+    pstore: PostgresStore, clock: FakeClock
+) -> None:
+    # Both check that the new id is free, then one of them takes it: the other must see a
+    # KeyCollision (which the base class retries with another key), never an error.
+    from asgi_sessions.errors import KeyCollision
+
+    for trial in range(10):
+        a, b, new = (f"{name}{trial}" + "x" * 40 for name in ("a", "b", "n"))
+        await create(pstore, a, {"who": "a"}, clock())
+        await create(pstore, b, {"who": "b"}, clock())
+        outcomes = await asyncio.gather(
+            pstore.move(hash_key(a), hash_key(new), session_write(clock())),
+            pstore.move(hash_key(b), hash_key(new), session_write(clock())),
+            return_exceptions=True,
+        )
+        assert sorted(type(o).__name__ for o in outcomes) == ["KeyCollision", "WriteOutcome"]
+        assert any(isinstance(o, KeyCollision) for o in outcomes)
+
+
+async def test_ids_that_are_not_hashes_of_keys_name_no_record(pstore: PostgresStore) -> None:
+    assert await pstore.read("not-hex") is None
+    await pstore.remove("not-hex")  # nothing to delete, no error
+    with pytest.raises(ValueError, match="SHA-256"):
+        await pstore.write("not-hex", session_write(0, set=encoded({"a": 1}), create=True))
+
+
 # -- the schema ------------------------------------------------------------------------------
 
 

@@ -348,6 +348,6 @@ def _sid(store_id: str) -> bytes | None:
 
 
 def _row(row: Record | None) -> Record:
-    if row is None:  # the statements above always return one row
+    if row is None:  # pragma: no cover - the statements above always return one row
         raise SessionStoreError("PostgreSQL returned no row where one was expected.")
     return row
