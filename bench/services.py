@@ -108,6 +108,10 @@ def uvicorn_server(factory: str, env: dict[str, str]) -> Iterator[tuple[str, int
     command = [
         sys.executable, "-m", "uvicorn", "--factory", factory,
         "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
+        # uvicorn closes a keep-alive connection idle for 5 s by default; a client that
+        # waited longer than that (for the others to log in, on a busy machine) then gets
+        # "Server disconnected without sending a response" on its next request.
+        "--timeout-keep-alive", "120",
     ]  # fmt: skip
     server = subprocess.Popen(command, env={**os.environ, **env})
     try:
