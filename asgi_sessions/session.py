@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from .cookies import CookieSettings, Signer, VerifiedCookies, cookie_values
+from .django_async import DjangoAsyncAPI
 from .errors import SessionInterrupted, SessionStoreError
 from .expiry import encode_expiry, ends_with_browser, resolve_expires_at
 from .serializers import Serializer
@@ -59,12 +60,13 @@ def short_hash(session_key: str) -> str:
     return hash_key(session_key)[:12]
 
 
-class Session(TrackedDict):
+class Session(DjangoAsyncAPI, TrackedDict):
     """A ``dict`` of the request's session data that knows what changed.
 
     Await it (``session = await request.state.session``) before touching the data; it is
     loaded from the store at most once. Top-level changes are tracked as they happen;
-    lists and dicts changed in place are found at save time.
+    lists and dicts changed in place are found at save time. Django's async methods
+    (``await session.aget(key)``, ...) load it themselves.
     """
 
     __slots__ = (
@@ -82,6 +84,7 @@ class Session(TrackedDict):
         "_owner",
         "_owner_changed",
         "_rotated",
+        "_stale_cookie",
         "_updated_at",
         "_written",
     )
@@ -170,20 +173,37 @@ class Session(TrackedDict):
         if self._cookie_key is _MISSING:
             config = self._config
             key = None
+            self._stale_cookie = False
             values = cookie_values(self._headers, config.cookie.name_bytes)
             verified = config.verified
             for value in values:
                 key = verified.get(value) if verified is not None else None
                 if key is None:
-                    key = config.store.decode_cookie(value, config.signer)
-                    if key is not None and verified is not None:
-                        verified.add(value, key)
+                    key = self._verify(value)
                 if key is not None:
                     break
             if values and key is None:
                 logger.warning("Session cookie with a bad signature ignored; fresh session.")
             self._cookie_key = key
         return self._cookie_key  # type: ignore[return-value]
+
+    def _verify(self, value: str) -> str | None:
+        """Check a cookie the current secret did not sign recently; note an old secret's."""
+        config = self._config
+        verified = config.verified
+        key = verified.get_stale(value) if verified is not None else None
+        if key is None:
+            found = config.store.verify_cookie(value, config.signer)
+            if found is None:
+                return None
+            key, stale = found
+            if verified is not None:
+                verified.add(value, key, stale=stale)
+        else:
+            stale = True
+        # Signed with a secret being retired: the response signs it again (no store write).
+        self._stale_cookie = stale
+        return key
 
     def _log_id(self) -> str:
         """A log-safe handle for this session (never the key itself)."""
@@ -473,8 +493,15 @@ class Session(TrackedDict):
                 await self._persist(nested=nested)
         if self._written and self._key is not None:
             return self._set_cookie()
-        if (self._dropped or self._modified) and self._had_cookie:
+        if (self._dropped or (self._modified and self._key is None)) and self._had_cookie:
+            # A stored record that nothing changed (``update({})`` sets ``modified`` too)
+            # keeps its cookie: only a session that ended, or never got a key, drops it.
             return True
+        if self._stale_cookie and self._key is not None:
+            # The cookie names a live record but only an old secret verifies it: the same
+            # key, signed with the current secret, so the old one can be retired.
+            self._key = self._config.store.reissue_key(self._key)
+            return self._set_cookie()
         return None
 
     def _set_cookie(self) -> str:

@@ -1,4 +1,4 @@
-"""``python -m bench``: asgi-sessions against bare Starlette, its peers and raw-I/O floors.
+"""``python -m bench``: asgi-server-sessions against bare Starlette, its peers and raw-I/O floors.
 
     .venv/bin/python -m bench            # in-process, full (a few minutes)
     .venv/bin/python -m bench --quick    # in-process, ~30 s
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     main_samples = {k: v for k, v in samples.items() if k in {c.name for c in CONFIGS}}
     sweep_samples = {k: v for k, v in samples.items() if k not in main_samples}
     md = [
-        "# asgi-sessions benchmark",
+        "# asgi-server-sessions benchmark",
         "",
         f"`{' '.join(['python -m bench', *(argv if argv is not None else sys.argv[1:])])}` — "
         f"Python {platform.python_version()}, {os.cpu_count()} CPUs; "

@@ -480,9 +480,16 @@ def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for dist in ("starlette", "starsessions", "redis", "aiosqlite", "uvicorn", "asgi-sessions"):
+    for dist in (
+        "starlette",
+        "starsessions",
+        "redis",
+        "aiosqlite",
+        "uvicorn",
+        "asgi-server-sessions",
+    ):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
-            out[dist] = "source tree" if dist == "asgi-sessions" else "not installed"
+            out[dist] = "source tree" if dist == "asgi-server-sessions" else "not installed"
     return out

@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from asgi_sessions import MissingDependency, SessionMiddleware, SessionStoreError
-from asgi_sessions.errors import ImproperlyConfigured, SessionInterrupted
+from asgi_sessions.errors import DISTRIBUTION, ImproperlyConfigured, SessionInterrupted
 from asgi_sessions.expiry import resolve_expires_at
 from asgi_sessions.stores import store_from_url
 from asgi_sessions.stores.base import hash_key, public_id_for
@@ -631,7 +631,7 @@ async def test_from_url_closes_the_pool_it_opened(postgres_url: str) -> None:
 
 def test_without_asyncpg_the_error_is_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "asyncpg", None)
-    with pytest.raises(MissingDependency, match=r"pip install 'asgi-sessions\[postgres\]'"):
+    with pytest.raises(MissingDependency, match=rf"pip install '{DISTRIBUTION}\[postgres\]'"):
         PostgresStore("postgresql://localhost/app")
 
 

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ImproperlyConfigured
 from ..redaction import redact_url
-from .base import OwnedSession, SessionRecord, SessionWrite, Store, StoredSession
+from .base import OwnedSession, SessionRecord, SessionWrite, Store, StoredSession, StoreStats
 from .memory import MemoryStore
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ __all__ = [
     "SessionRecord",
     "SessionWrite",
     "Store",
+    "StoreStats",
     "StoredSession",
     "store_from_url",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 from ..errors import ImproperlyConfigured, KeyCollision, SessionInterrupted
@@ -12,6 +13,7 @@ from .base import (
     SessionWrite,
     Store,
     StoredSession,
+    StoreStats,
     WriteOutcome,
     merged_data,
     public_id_for,
@@ -130,6 +132,25 @@ class MemoryStore(Store):
             self._drop(store_id)
         return len(expired)
 
+    async def stats(self) -> StoreStats:
+        """Counts, and the approximate bytes of the Python objects holding the records."""
+        self._require_open()
+        now = self.clock()
+        live = expired = 0
+        owners: set[str] = set()
+        size = sys.getsizeof(self._records) + sys.getsizeof(self._by_owner)
+        for store_id, record in self._records.items():
+            if record.expires_at > now:
+                live += 1
+                if record.owner is not None:
+                    owners.add(record.owner)
+            else:
+                expired += 1
+            size += sys.getsizeof(store_id) + _record_size(record)
+        for owner, owned in self._by_owner.items():
+            size += sys.getsizeof(owner) + sys.getsizeof(owned)
+        return StoreStats(live, expired, len(owners), size, "memory")
+
     def _owned_live(self, owner: str) -> list[tuple[str, StoredSession]]:
         self._require_open()
         live = []
@@ -161,3 +182,14 @@ class MemoryStore(Store):
             self._drop(store_id)
             ended += 1
         return ended
+
+
+def _record_size(record: StoredSession) -> int:
+    """Bytes of one record's objects (its times are small floats, counted in the record)."""
+    size = sys.getsizeof(record) + sys.getsizeof(record.data)
+    for key, value in record.data.items():
+        size += sys.getsizeof(key) + sys.getsizeof(value)
+    for text in (record.expiry, record.owner):
+        if text is not None:
+            size += sys.getsizeof(text)
+    return size

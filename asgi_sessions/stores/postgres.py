@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -29,7 +29,15 @@ from ..errors import (
     SessionStoreError,
 )
 from ..redaction import redact_url
-from .base import Clock, OwnedSession, SessionWrite, Store, StoredSession, WriteOutcome
+from .base import (
+    Clock,
+    OwnedSession,
+    SessionWrite,
+    Store,
+    StoredSession,
+    StoreStats,
+    WriteOutcome,
+)
 from .postgres_sql import SCHEMA_VERSION, SqlNames, set_up
 
 if TYPE_CHECKING:
@@ -269,11 +277,17 @@ class PostgresStore(Store):
         await self._run("delete a session", lambda pool: pool.execute(self._queries["remove"], sid))
 
     async def purge_expired(self) -> int:
+        removed = 0
+        async for count in self.purge_expired_batches():
+            removed += count
+        return removed
+
+    async def purge_expired_batches(self) -> AsyncGenerator[int, None]:
         # Batches, each one statement and so one short transaction: no row stays locked
         # for long, and saves of live sessions interleave. The batch size adapts so that
         # a batch takes about purge_batch_seconds (the time it holds its locks), whatever
         # the server's speed and load, up to purge_batch sessions.
-        now, removed, size = self.clock(), 0, min(_FIRST_PURGE_BATCH, self.purge_batch)
+        now, size = self.clock(), min(_FIRST_PURGE_BATCH, self.purge_batch)
         cursor: tuple[float, int] = (float("-inf"), 0)  # (purge_after, pk) of the last deleted
         while True:
             row = _row(
@@ -283,9 +297,9 @@ class PostgresStore(Store):
                 )
             )
             count: int = row[0]
-            removed += count
+            yield count
             if count < size:
-                return removed
+                return
             cursor = (row[1], row[2])
             took: float = row[3]
             if took < self.purge_batch_seconds / 2:
@@ -297,6 +311,14 @@ class PostgresStore(Store):
         self, pool: Pool[Record], *, now: float, after: tuple[float, int], size: int
     ) -> Record | None:
         return await pool.fetchrow(self._queries["purge"], now, *after, size)
+
+    async def stats(self) -> StoreStats:
+        """Counts by one scan of the sessions table; the size of both tables on disk."""
+        now = self.clock()
+        row = _row(await self._run("count sessions", lambda pool: pool.fetchrow(
+            self._queries["stats"], now
+        )))  # fmt: skip
+        return StoreStats(row[0], row[1], row[2], row[3], "disk")
 
     # -- owner index ----------------------------------------------------------------
 

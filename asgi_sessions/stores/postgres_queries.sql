@@ -49,3 +49,11 @@ WHERE owner = $1 AND expires_at > $2 AND {public_id}(id) = $3
 -- name: revoke_all
 DELETE FROM {sessions}
 WHERE owner = $1 AND expires_at > $2 AND ($3::text IS NULL OR {public_id}(id) <> $3)
+
+-- name: stats
+-- For operators (python -m asgi_sessions stats URL): scans the sessions table.
+SELECT count(*) FILTER (WHERE expires_at > $1),
+       count(*) FILTER (WHERE expires_at <= $1),
+       count(DISTINCT owner) FILTER (WHERE expires_at > $1),
+       pg_total_relation_size('{sessions}') + pg_total_relation_size('{data}')
+FROM {sessions}

@@ -13,7 +13,7 @@ import re
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from ..errors import ImproperlyConfigured, SessionStoreError
+from ..errors import DISTRIBUTION, ImproperlyConfigured, SessionStoreError
 
 if TYPE_CHECKING:
     from asyncpg import Connection, Record
@@ -112,6 +112,6 @@ async def set_up(
         if version != SCHEMA_VERSION:
             raise SessionStoreError(
                 f"PostgreSQL session store {where} has schema version {version}, but this "
-                f"version of asgi-sessions uses {SCHEMA_VERSION}. Upgrade asgi-sessions "
+                f"version of {DISTRIBUTION} uses {SCHEMA_VERSION}. Upgrade {DISTRIBUTION} "
                 "(a newer one migrates older schemas on first use)."
             )

@@ -18,6 +18,7 @@ from the stored owner, which a Redis Cluster cannot route: use a single Redis se
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from importlib import resources
@@ -37,6 +38,7 @@ from .base import (
     SessionWrite,
     Store,
     StoredSession,
+    StoreStats,
     WriteOutcome,
     public_id_for,
 )
@@ -312,6 +314,43 @@ class RedisStore(Store):
     async def revoke_all(self, owner: str, *, keep: str | None = None) -> int:
         ids = _except(await self._owned_live(owner), keep)
         return await self._remove_ids(ids)
+
+    async def stats(self) -> StoreStats:
+        """Counts and bytes (``MEMORY USAGE``) of every key under the prefix.
+
+        It SCANs the keyspace, a page at a time: for operators, never for requests.
+        Redis deletes expired sessions itself, so ``expired`` counts only those our clock
+        calls dead that Redis has not dropped yet (usually none).
+        """
+        now = self.clock()
+        live = expired = size = 0
+        owners: set[str] = set()
+        index_prefix = self.prefix + "owner:"
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self.prefix) + "*"
+        cursor: Any = 0
+        while True:
+            cursor, keys = await self._call(
+                "counting sessions", self.client.scan, cursor, match=pattern, count=1000
+            )
+            sessions = [key for key in map(_text, keys) if not key.startswith(index_prefix)]
+            pipe = self.client.pipeline(transaction=False)
+            for key in sessions:
+                pipe.hmget(key, [_EXPIRES, _OWNER])
+            for key in keys:
+                pipe.memory_usage(key)
+            replies = await self._call("counting sessions", pipe.execute)
+            for expires, owner in replies[: len(sessions)]:
+                if expires is None:
+                    continue  # deleted since the SCAN
+                if float(expires) > now:
+                    live += 1
+                    if owner is not None:
+                        owners.add(_text(owner))
+                else:
+                    expired += 1
+            size += sum(used or 0 for used in replies[len(sessions) :])
+            if int(cursor) == 0:
+                return StoreStats(live, expired, len(owners), size, "memory")
 
     async def aclose(self) -> None:
         if self._closed:
