@@ -30,6 +30,7 @@ from .stores import MemoryStore, OwnedSession, SessionRecord, Store, StoreStats,
 
 if TYPE_CHECKING:
     from .stores.cookie import CookieStore
+    from .stores.postgres import PostgresStore
     from .stores.redis import RedisStore
     from .stores.sqlite import SQLiteStore
 
@@ -42,6 +43,7 @@ __all__ = [
     "MemoryStore",
     "MissingDependency",
     "OwnedSession",
+    "PostgresStore",
     "RedisStore",
     "SQLiteStore",
     "Serializer",
@@ -63,7 +65,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # Store backends with optional dependencies load on first use.
-    if name in ("SQLiteStore", "RedisStore", "CookieStore"):
+    if name in ("SQLiteStore", "RedisStore", "PostgresStore", "CookieStore"):
         from . import stores
 
         return getattr(stores, name)

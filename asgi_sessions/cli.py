@@ -2,7 +2,8 @@
 
 Like Django's ``clearsessions`` management command, plus a look at one session, at a
 user's sessions and at the whole store. Every command takes a store URL
-(``sqlite:///sessions.sqlite3``, ``redis://localhost:6379/0``, ...). Output is text for
+(``sqlite:///sessions.sqlite3``, ``redis://localhost:6379/0``,
+``postgresql://user:password@host/db``, ...). Output is text for
 people; ``--json`` gives one JSON document for scripts.
 """
 
@@ -186,7 +187,7 @@ def _parser() -> argparse.ArgumentParser:
         prog=_program_name(),
         description="Inspect and clean a session store. URL examples: memory://, "
         "sqlite:///sessions.sqlite3 (relative), sqlite:////var/lib/app/sessions.sqlite3 "
-        "(absolute), redis://localhost:6379/0.",
+        "(absolute), redis://localhost:6379/0, postgresql://user:password@localhost/app.",
     )
     parser.add_argument("--version", action="version", version=f"{DISTRIBUTION} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -211,7 +211,7 @@ def uvicorn_server(factory: str, env: dict[str, str]) -> Iterator[tuple[str, int
         # Keep-alive outlives a CPU-starved client's pause (uvicorn's default is 5 s), so a
         # load generator on a busy machine does not meet connections closed under it.
         "--timeout-keep-alive",
-        "60",
+        "120",
         "--log-level",
         "warning",
     ]

@@ -1,6 +1,6 @@
 """Fixtures shared by every test: the store matrix, a controllable clock, an HTTP client.
 
-``store`` runs a test once per server-side store (memory, SQLite, Redis); ``any_store``
+``store`` runs a test once per server-side store (memory, SQLite, Redis, PostgreSQL); ``any_store``
 adds the cookie store for tests that work at the HTTP level.
 """
 
@@ -15,7 +15,7 @@ import pytest
 from asgi_sessions import MemoryStore, Store
 from tests.clock import FakeClock
 
-pytest_plugins = ["tests.redis_server"]
+pytest_plugins = ["tests.redis_server", "tests.postgres_server"]
 
 PACKAGE = Path(__file__).resolve().parent.parent / "asgi_sessions"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -26,7 +26,7 @@ def _available(kind: str) -> bool:
     return kind == "memory" or (PACKAGE / "stores" / f"{kind}.py").exists()
 
 
-SERVER_STORES = [kind for kind in ("memory", "sqlite", "redis") if _available(kind)]
+SERVER_STORES = [kind for kind in ("memory", "sqlite", "redis", "postgres") if _available(kind)]
 ANY_STORES = [*SERVER_STORES, *(["cookie"] if _available("cookie") else [])]
 
 
@@ -48,6 +48,11 @@ async def _make_store(kind: str, request: pytest.FixtureRequest, clock: FakeCloc
 
         url: str = request.getfixturevalue("redis_url")
         return RedisStore.from_url(url, clock=clock)
+    if kind == "postgres":
+        from asgi_sessions.stores.postgres import PostgresStore
+
+        dsn: str = request.getfixturevalue("postgres_url")
+        return PostgresStore(dsn, clock=clock)
     if kind == "cookie":
         from asgi_sessions.stores.cookie import CookieStore
 

@@ -36,13 +36,16 @@ async def seed(url: str, sessions: dict[str, tuple[dict[str, object], float, str
             await store.save(key, change)
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgresql", "postgres"])
 async def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A store URL holding two live sessions of "ann" and two expired ones."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'sessions.sqlite3'}"
-    else:
+    elif request.param == "redis":
         url = request.getfixturevalue("redis_url")
+    else:  # both spellings of the PostgreSQL scheme
+        dsn: str = request.getfixturevalue("postgres_url")
+        url = request.param + dsn[dsn.index("://") :]
     await seed(
         url,
         {
@@ -101,7 +104,7 @@ async def test_clear_expired_prints_how_many_were_removed(
     url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Redis drops expired records itself, so it has none left to remove.
-    removed = "2\n" if url.startswith("sqlite") else "0\n"
+    removed = "0\n" if url.startswith("redis") else "2\n"
     assert await run(capsys, "clear-expired", url) == (0, removed, "")
     assert await run(capsys, "clear-expired", url) == (0, "0\n", "")
 
@@ -223,8 +226,8 @@ async def test_stats_prints_sessions_expired_owners_and_size(
     url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Redis drops expired records itself: none are left to count.
-    expired = 2 if url.startswith("sqlite") else 0
-    where = "disk" if url.startswith("sqlite") else "memory"
+    expired = 0 if url.startswith("redis") else 2
+    where = "memory" if url.startswith("redis") else "disk"
     status, out, err = await run(capsys, "stats", url)
     assert (status, err) == (0, "")
     rows = [re.split(r"  +", line) for line in out.splitlines()]

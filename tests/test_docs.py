@@ -23,12 +23,17 @@ def python_blocks(path: Path) -> list[tuple[int, str]]:
 
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
 def test_every_python_block_runs(
-    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str
+    path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_url: str,
+    postgres_url: str,
 ) -> None:
     blocks = python_blocks(path)
     assert blocks, f"{path.name} has no python blocks"
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("POSTGRES_URL", postgres_url)
     namespace: dict[str, object] = {"__name__": f"docs_{path.stem}"}
     for line, source in blocks:
         code = compile(source, f"{path.name}:{line}", "exec")

@@ -48,6 +48,7 @@ def test_public_names_are_exactly_these() -> None:
         "MemoryStore",
         "MissingDependency",
         "OwnedSession",
+        "PostgresStore",
         "RedisStore",
         "SQLiteStore",
         "Serializer",

@@ -12,6 +12,7 @@ from .memory import MemoryStore
 
 if TYPE_CHECKING:
     from .cookie import CookieStore
+    from .postgres import PostgresStore
     from .redis import RedisStore
     from .sqlite import SQLiteStore
 
@@ -19,6 +20,7 @@ __all__ = [
     "CookieStore",
     "MemoryStore",
     "OwnedSession",
+    "PostgresStore",
     "RedisStore",
     "SQLiteStore",
     "SessionRecord",
@@ -30,7 +32,8 @@ __all__ = [
 ]
 
 _SCHEMES = "memory://, sqlite:///relative/path.sqlite3, sqlite:////absolute/path.sqlite3, "
-_SCHEMES += "redis://host:port/db, rediss://host:port/db, cookie://"
+_SCHEMES += "redis://host:port/db, rediss://host:port/db, "
+_SCHEMES += "postgresql://user:password@host:port/database (or postgres://), cookie://"
 
 
 def store_from_url(url: str, **options: Any) -> Store:
@@ -65,6 +68,10 @@ def store_from_url(url: str, **options: Any) -> Store:
                 f"The Redis URL {shown!r} names no host. Use redis://localhost:6379/0."
             )
         return RedisStore.from_url(url, **options)
+    if scheme in ("postgresql", "postgres"):
+        from .postgres import PostgresStore
+
+        return PostgresStore.from_url(url, **options)
     if scheme == "cookie":
         from .cookie import CookieStore
 
@@ -74,7 +81,7 @@ def store_from_url(url: str, **options: Any) -> Store:
 
 def __getattr__(name: str) -> Any:
     # Optional backends are imported on first use, so `import asgi_sessions` never needs
-    # redis or cryptography.
+    # redis, asyncpg or cryptography.
     if name == "SQLiteStore":
         from .sqlite import SQLiteStore
 
@@ -83,6 +90,10 @@ def __getattr__(name: str) -> Any:
         from .redis import RedisStore
 
         return RedisStore
+    if name == "PostgresStore":
+        from .postgres import PostgresStore
+
+        return PostgresStore
     if name == "CookieStore":
         from .cookie import CookieStore
 

@@ -278,7 +278,7 @@ class Store:
         """
         raise StoreCapabilityError(
             f"{type(self).__name__} does not report statistics: it does not implement "
-            "Store.stats(). MemoryStore, SQLiteStore and RedisStore do."
+            "Store.stats(). MemoryStore, SQLiteStore, RedisStore and PostgresStore do."
         )
 
     # -- the cookie -----------------------------------------------------------------
@@ -418,7 +418,7 @@ class Store:
     def _no_owner_index(self) -> StoreCapabilityError:
         return StoreCapabilityError(
             f"{type(self).__name__} keeps no index of sessions by owner, so it cannot list or "
-            "revoke them. Use MemoryStore, SQLiteStore or RedisStore for that."
+            "revoke them. Use MemoryStore, SQLiteStore, RedisStore or PostgresStore for that."
         )
 
     # -- lifecycle ------------------------------------------------------------------
