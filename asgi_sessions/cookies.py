@@ -74,6 +74,17 @@ class Signer:
 
     def unsign(self, signed: str, *, max_length: int = BROWSER_COOKIE_LIMIT) -> str | None:
         """The value if its signature verifies under any secret, else ``None``."""
+        verified = self.verify(signed, max_length=max_length)
+        return None if verified is None else verified[0]
+
+    def verify(
+        self, signed: str, *, max_length: int = BROWSER_COOKIE_LIMIT
+    ) -> tuple[str, bool] | None:
+        """``(value, stale)`` if the signature verifies, else ``None``.
+
+        ``stale`` is ``True`` when only an old secret verifies it: the value should be
+        signed again with the current one, so that the old secret can be retired.
+        """
         if len(signed) > max_length:
             # Refuse before hashing: a cookie bomb must not cost an HMAC.
             return None
@@ -83,7 +94,7 @@ class Signer:
             return None
         for index in range(len(self._macs)):
             if hmac.compare_digest(signature, self.signature(payload, _index=index)):
-                return payload.decode("latin-1")
+                return payload.decode("latin-1"), index > 0
         return None
 
 
@@ -94,23 +105,31 @@ class VerifiedCookies:
     Only successes are kept (a forged value never enters), it is bounded (the oldest entry
     goes first), and it belongs to one middleware, hence to one list of secrets. It only
     vouches for the signature: whether the key still exists is the store's answer.
+    Values that only an old secret verified are kept apart, so the usual case (the current
+    secret) stays one lookup and the response still knows to sign the cookie again.
     """
 
-    __slots__ = ("_keys", "limit")
+    __slots__ = ("_keys", "_stale", "limit")
 
     def __init__(self, limit: int = 10_000) -> None:
         self.limit = limit
         self._keys: dict[str, str] = {}
+        self._stale: dict[str, str] = {}
 
     def get(self, value: str) -> str | None:
-        """The key ``value`` carries, if it verified before."""
+        """The key ``value`` carries, if it verified before under the current secret."""
         return self._keys.get(value)
 
-    def add(self, value: str, key: str) -> None:
-        """Remember that ``value`` verified and carries ``key``."""
-        if len(self._keys) >= self.limit:
-            del self._keys[next(iter(self._keys))]
-        self._keys[value] = key
+    def get_stale(self, value: str) -> str | None:
+        """The key ``value`` carries, if it verified before under an old secret only."""
+        return self._stale.get(value)
+
+    def add(self, value: str, key: str, *, stale: bool = False) -> None:
+        """Remember that ``value`` verified (under an old secret only if ``stale``)."""
+        entries = self._stale if stale else self._keys
+        if len(entries) >= self.limit:
+            del entries[next(iter(entries))]
+        entries[value] = key
 
 
 def cookie_values(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[str]:

@@ -258,6 +258,7 @@ class SessionMiddleware:
             or session._dropped
             or session._handed
             or session._handed_all
+            or session._stale_cookie
             or self.save_every_request
         ):
             return message  # read-only: nothing to save, no cookie to send

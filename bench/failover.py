@@ -4,7 +4,7 @@ One in-process app (the same app object throughout, never restarted) and one wri
 session, each sending ``/write?n=1, 2, 3...`` every 20 ms. Meanwhile a thread kills the
 master (SIGKILL) and waits until the topology has promoted its replica. Every answer is
 recorded; afterwards each session must hold at least the last ``n`` it acknowledged.
-Used by ``tests/test_redis_failover.py`` and ``bench/cluster_figures.py``.
+Used by ``tests/test_redis_failover.py`` and ``python -m bench cluster``.
 """
 
 from __future__ import annotations

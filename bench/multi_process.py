@@ -1,7 +1,7 @@
 """Several app machines on one store: uvicorn processes on 127.0.0.2, .3, .4, one user's
 requests alternating between them, several writers per user at once.
 
-    .venv/bin/python -m bench.multi_process --url redis+cluster://127.0.0.1:7000 --seconds 10
+    .venv/bin/python -m bench cluster --figures machines     # starts its own cluster
 
 Each user logs in (the key rotates, the session gets an owner), then ``writers`` tasks
 each set their own key (``w0``, ``w1``...) to 1, 2, 3... as fast as the servers answer,
@@ -11,17 +11,13 @@ still run. Afterwards:
 - lost writes: a key whose stored value is below the last one a 200 acknowledged;
 - resurrections: a logged-out session that any server can still load.
 
-Used by ``tests/test_redis_multi_process.py``; prints requests, errors, lost writes.
+Used by ``tests/test_redis_multi_process.py`` and ``python -m bench cluster``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -29,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+from bench.services import uvicorn_server
 
 SECRET = "multi-process-secret-key-long-enough-000"
 WORK = 0.005
@@ -89,48 +87,15 @@ class Result:
     seconds: float = 0.0
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextmanager
-def _uvicorn(host: str, url: str, log: Any) -> Iterator[str]:
-    port = _free_port(host)
-    command = [
-        sys.executable, "-m", "uvicorn", "--factory", "bench.multi_process:make_app",
-        "--host", host, "--port", str(port), "--no-access-log", "--log-level", "warning",
-    ]  # fmt: skip
-    server = subprocess.Popen(
-        command, env={**os.environ, "MULTI_STORE_URL": url}, stdout=log, stderr=log
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection((host, port), timeout=0.5).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"uvicorn did not start on {host}:{port}") from None
-                time.sleep(0.05)
-        yield f"http://{host}:{port}"
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
-@contextmanager
-def serving(url: str, log: Any = subprocess.DEVNULL) -> Iterator[list[str]]:
+def serving(url: str) -> Iterator[list[str]]:
     """The app on every host of ``HOSTS``, against the store at ``url``."""
     with ExitStack() as stack:
-        yield [stack.enter_context(_uvicorn(host, url, log)) for host in HOSTS]
+        env = {"MULTI_STORE_URL": url}
+        yield [
+            stack.enter_context(uvicorn_server("bench.multi_process:make_app", env, host=host))[0]
+            for host in HOSTS
+        ]
 
 
 async def drive(bases: list[str], *, users: int, writers: int, seconds: float) -> Result:
@@ -204,25 +169,3 @@ async def drive(bases: list[str], *, users: int, writers: int, seconds: float) -
 def run(url: str, *, users: int = 6, writers: int = 3, seconds: float = 2.0) -> Result:
     with serving(url) as bases:
         return asyncio.run(drive(bases, users=users, writers=writers, seconds=seconds))
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", required=True, help="the store URL every machine uses")
-    parser.add_argument("--users", type=int, default=6)
-    parser.add_argument("--writers", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    args = parser.parse_args()
-    result = run(args.url, users=args.users, writers=args.writers, seconds=args.seconds)
-    print(
-        f"{len(HOSTS)} machines, {args.users} users x {args.writers} writers, "
-        f"{result.seconds:.1f} s: {result.requests} requests, errors {len(result.errors)}, "
-        f"lost writes {len(result.lost_writes)}, resurrections {len(result.resurrections)}, "
-        f"saves refused after a logout {result.refused_after_logout}"
-    )
-    for problem in [*result.errors, *result.lost_writes, *result.resurrections][:10]:
-        print(f"  {problem}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,8 +1,8 @@
 """Fixtures shared by every test: the store matrix, a controllable clock, an HTTP client.
 
 ``store`` runs a test once per server-side store (memory, SQLite, Redis on one server,
-on a Redis Cluster and behind Sentinel); ``any_store`` adds the cookie store for tests
-that work at the HTTP level.
+on a Redis Cluster and behind Sentinel, PostgreSQL); ``any_store`` adds the cookie store
+for tests that work at the HTTP level.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from asgi_sessions import MemoryStore, Store
 from tests.clock import FakeClock
 
-pytest_plugins = ["tests.redis_server", "tests.redis_cluster"]
+pytest_plugins = ["tests.redis_server", "tests.redis_cluster", "tests.postgres_server"]
 
 PACKAGE = Path(__file__).resolve().parent.parent / "asgi_sessions"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -29,7 +29,9 @@ def _available(kind: str) -> bool:
 
 
 REDIS_STORES = ("redis", "redis-cluster", "redis-sentinel")
-SERVER_STORES = [kind for kind in ("memory", "sqlite", *REDIS_STORES) if _available(kind)]
+SERVER_STORES = [
+    kind for kind in ("memory", "sqlite", *REDIS_STORES, "postgres") if _available(kind)
+]
 ANY_STORES = [*SERVER_STORES, *(["cookie"] if _available("cookie") else [])]
 
 
@@ -52,6 +54,11 @@ async def _make_store(kind: str, request: pytest.FixtureRequest, clock: FakeCloc
         fixture = {"redis": "redis_url", "redis-cluster": "redis_cluster_url"}
         url: str = request.getfixturevalue(fixture.get(kind, "redis_sentinel_url"))
         return RedisStore.from_url(url, clock=clock)
+    if kind == "postgres":
+        from asgi_sessions.stores.postgres import PostgresStore
+
+        dsn: str = request.getfixturevalue("postgres_url")
+        return PostgresStore(dsn, clock=clock)
     if kind == "cookie":
         from asgi_sessions.stores.cookie import CookieStore
 

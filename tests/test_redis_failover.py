@@ -2,7 +2,7 @@
 promoted replica, with no restart of the app and no acknowledged write lost.
 
 Each test has a topology of its own (quick failure detection) and runs once; the driver
-is ``bench/failover.py``, which ``bench/cluster_figures.py`` also uses to report the
+is ``bench/failover.py``, which ``python -m bench cluster`` also uses to report the
 windows.
 """
 

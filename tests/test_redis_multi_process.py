@@ -2,7 +2,7 @@
 requests alternate between them, several writers at once, and some users log out while
 their writers still run. No write is lost and no logged-out session comes back.
 
-The same run as ``python -m bench.multi_process`` (longer there).
+The same run as ``python -m bench cluster --figures machines`` (longer there).
 """
 
 from __future__ import annotations

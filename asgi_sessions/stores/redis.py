@@ -41,6 +41,7 @@ from .base import (
     SessionWrite,
     Store,
     StoredSession,
+    StoreStats,
     WriteOutcome,
     public_id_for,
 )
@@ -427,6 +428,17 @@ class RedisStore(RedisCommands, Store):
             if keep is None or public_id_for(self.layout.store_id(member)) != keep
         ]
         return await self._remove_members(members, tag)
+
+    async def stats(self) -> StoreStats:
+        """Counts and bytes (``MEMORY USAGE``) of every key under the prefix.
+
+        It SCANs the keyspace (every master of a cluster), a page at a time: for operators,
+        never for requests. Redis deletes expired sessions itself, so ``expired`` counts
+        only those our clock calls dead that Redis has not dropped yet (usually none).
+        """
+        from .redis_stats import measure
+
+        return await measure(self)
 
     async def aclose(self) -> None:
         if self._closed:

@@ -21,7 +21,7 @@ same scripts keep the index exact on every save and expiry, ``list_sessions`` an
 price is paid only when the owner changes, which is a login, where the key rotates
 anyway (``cycle_key()``, or the middleware's rotation on an owner change): the session
 moves to its new owner's slot, one command more than a rotation inside one slot.
-Measured (``python -m bench.cluster_figures round-trips`` and ``latency``): a request
+Measured (``python -m bench cluster --figures round-trips,latency``): a request
 costs the same round trips on a cluster as on one server (untouched 0, read 1, write 2,
 first write 1) except a login (3 instead of 2), and a load or a save takes as long.
 
@@ -34,7 +34,7 @@ The rules:
   ``prefix{tag}owner:<owner>``. An ownerless session gets a random tag, so ownerless
   sessions spread over every slot as well. 4 characters give 16.7 million tags for the
   16,384 slots: 100,000 sessions cover about 16,350 slots, 100,000 sessions of 10,000
-  owners about 7,500 (``python -m bench.cluster_figures spread``).
+  owners about 7,500 (``python -m bench cluster --figures spread``).
   There is no namespace-wide tag, and a prefix with a brace is refused.
 - The tag shows nothing about the owner to whoever holds the cookie: without the slot
   key nobody can compute an owner's tag. The slot key is 256 random bits kept in the
@@ -186,6 +186,16 @@ class Layout:
     def store_id(member: str) -> str:
         """The store id (the key's hash) inside an index member, for public ids."""
         return member.rpartition("}")[2]
+
+    def kind(self, name: str) -> str:
+        """What a key under the prefix is: ``"session"``, ``"index"`` or ``"other"`` (the
+        cluster's slot key, a replication check's scratch key)."""
+        rest = name[len(self.prefix) :].rpartition("}")[2]
+        if rest.startswith("owner:"):
+            return "index"
+        if rest.endswith(":ack") or rest == "slot-key":
+            return "other"
+        return "session"
 
 
 class ClusterLayout(Layout):
