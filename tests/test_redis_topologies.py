@@ -410,11 +410,13 @@ async def test_the_cli_shows_lists_and_revokes_sessions_on_a_cluster(
         status = main(list(argv))
         return status, capsys.readouterr().out
 
-    status, out = await asyncio.to_thread(cli, "show", redis_cluster_url, created[0].key)
+    status, out = await asyncio.to_thread(cli, "show", redis_cluster_url, created[0].key, "--json")
     assert (status, json.loads(out)["data"]) == (0, {"n": 0})
-    status, out = await asyncio.to_thread(cli, "sessions", redis_cluster_url, "ann")
-    assert (status, len(out.splitlines())) == (0, 3)
-    keep = json.loads(out.splitlines()[0])["public_id"]
+    status, out = await asyncio.to_thread(cli, "sessions", redis_cluster_url, "ann", "--json")
+    assert (status, len(json.loads(out))) == (0, 3)
+    keep = json.loads(out)[0]["public_id"]
+    status, out = await asyncio.to_thread(cli, "stats", redis_cluster_url, "--json")
+    assert (status, json.loads(out)["sessions"], json.loads(out)["owners"]) == (0, 3, 1)
     assert await asyncio.to_thread(cli, "revoke", redis_cluster_url, "ann", "--keep", keep) == (
         0,
         "2\n",
