@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from .errors import ImproperlyConfigured
 
@@ -37,6 +37,14 @@ def _b64(digest: bytes) -> bytes:
     return base64.urlsafe_b64encode(digest).rstrip(b"=")
 
 
+def _keyed_sha256(key: bytes) -> tuple[Any, Any]:
+    """HMAC-SHA256's inner and outer hash objects for ``key`` (a key of at most 64 bytes)."""
+    block = key.ljust(64, b"\0")
+    inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in block))
+    outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in block))
+    return inner, outer
+
+
 class Signer:
     """HMAC-SHA256 signatures; the first secret signs, every secret verifies (rotation).
 
@@ -54,9 +62,11 @@ class Signer:
                 "print(secrets.token_urlsafe(32))'"
             )
         self._keys = tuple(hmac.digest(s.encode(), salt.encode(), "sha256") for s in secret_keys)
-        # Keyed HMAC objects, copied per use: copying skips the key set-up that
-        # hmac.digest() repeats on every call (about half its cost).
-        self._macs = tuple(hmac.new(key, digestmod=hashlib.sha256) for key in self._keys)
+        # HMAC's inner and outer hashes with the key already absorbed, copied per use (RFC
+        # 2104): that skips the key set-up hmac.digest() repeats on every call, and the
+        # Python layer of hmac.HMAC.copy() (measured: 2.0 us a signature, against 2.7 us
+        # for a copied hmac.HMAC and 3.9 us for hmac.digest).
+        self._macs = tuple(_keyed_sha256(key) for key in self._keys)
 
     def derive(self, purpose: bytes) -> list[bytes]:
         """One 32-byte key per secret for another ``purpose`` (first = current secret)."""
@@ -64,8 +74,11 @@ class Signer:
 
     def signature(self, payload: bytes, *, _index: int = 0) -> bytes:
         """The signature of ``payload`` with the first (current) secret."""
-        mac = self._macs[_index].copy()
-        mac.update(payload)
+        inner, outer = self._macs[_index]
+        digest = inner.copy()
+        digest.update(payload)
+        mac = outer.copy()
+        mac.update(digest.digest())
         return _b64(mac.digest())
 
     def sign(self, value: str) -> str:

@@ -43,7 +43,7 @@ class SessionConfig:
     max_age: int | None
     absolute_timeout: int | None = None
     verified: VerifiedCookies | None = None
-    """Signatures already checked; ``None`` when the cookie carries data (CookieStore)."""
+    """Signatures already checked (``None``: check every cookie afresh)."""
     rotate_on_owner_change: bool = True
     detect_nested_changes: bool = True
     renew_interval: float = 0
@@ -526,5 +526,7 @@ class Session(DjangoAsyncAPI, TrackedDict):
                 config.verified.add(value, key)  # signed just now
         if ends_with_browser(self._expiry, config.max_age):
             return config.cookie.set_header(value, None)
-        now = config.store.clock()
-        return config.cookie.set_header(value, round(self._expires_at - now))  # type: ignore[operator]
+        return config.cookie.set_header(
+            value,
+            round(self._expires_at - config.store.clock()),  # type: ignore[operator]
+        )

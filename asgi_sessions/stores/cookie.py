@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from ..cookies import Signer
 from ..errors import ImproperlyConfigured, MissingDependency, StoreCapabilityError
 from ..expiry import resolve_expires_at
+from ..serializers import compact_json_encoder
 from .base import Clock, Saved, SessionWrite, Store, StoredSession, StoreStats
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ _MIN_COMPRESSIBLE = 512
 # Level 6 compresses short JSON within a few bytes of level 9, in less time.
 _ZLIB_LEVEL = 6
 
-_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_encode_json = compact_json_encoder()
 _decode_json = json.JSONDecoder().decode
 
 
