@@ -313,7 +313,12 @@ class Store:
 
     def new_key(self, owner: str | None) -> str:
         """A fresh session key (256 random bits); a store may shape it, e.g. to route it."""
-        return secrets.token_urlsafe(_KEY_BYTES)
+        key = secrets.token_urlsafe(_KEY_BYTES)
+        while key[0] == "-":
+            # One key in 64 would start with "-", which a shell command line (`show URL
+            # KEY`) takes for an option; redrawing costs under 0.03 bits of entropy.
+            key = secrets.token_urlsafe(_KEY_BYTES)
+        return key
 
     # -- what sessions and users call -----------------------------------------------
 
