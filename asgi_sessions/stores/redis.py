@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,8 @@ logger = logging.getLogger("asgi_sessions")
 _CREATE_ATTEMPTS = 5
 # How long a process trusts its copy of the cluster's slot key before reading it again.
 _SLOT_KEY_TTL = 60.0
+# A save of at most this many keys, with nothing else to do, takes update.lua.
+_SHORT_PATH_KEYS = 200
 
 
 def _import_redis() -> Any:
@@ -121,6 +124,7 @@ class RedisStore(RedisCommands, Store):
         self.new_key_on_owner_change = self.cluster
         self.prefix = prefix
         self._write = self.register("write")
+        self._update = self.register("update")
         self._remove = self.register("remove")
         self._list = self.register("list")
         self._unseal = self.register("unseal")
@@ -292,7 +296,34 @@ class RedisStore(RedisCommands, Store):
         layout = self.layout
         deleted = [DATA + name for name in change.deleted if name not in change.set]
         cap = change.expires_cap
+        default_ends = change.default_expires_at
+        if cap is not None and cap < default_ends:
+            default_ends = cap
         member = layout.member(key)
+        if (
+            new_key is key
+            and not (seal or deleted or change.create or change.replace)
+            and not (change.owner_changed or change.expiry_changed)
+            and 0 < len(change.set) <= _SHORT_PATH_KEYS
+        ):
+            # The usual save (keys set, nothing else): update.lua, a third of write.lua's
+            # server time.
+            short: list[str | int] = [
+                layout.index_prefix(tag_of(key)),
+                member,
+                repr(change.now),
+                repr(default_ends),
+                math.ceil(default_ends * 1000),
+                "" if cap is None else repr(cap),
+            ]
+            for name, value in change.set.items():
+                short += (DATA + name, value)
+            reply: list[Any] = await self._run(
+                "saving a session", self._update, [self.prefix + member], short
+            )
+            if reply[0] == 2:
+                raise SessionInterrupted()
+            return reply
         new_member = member if new_key is key else layout.member(new_key)
         args: list[str | int] = [
             layout.index_prefix(tag_of(key)),
@@ -305,17 +336,18 @@ class RedisStore(RedisCommands, Store):
             _flag(change.owner),
             int(change.expiry_changed),
             _flag(change.expiry),
-            repr(change.default_expires_at),
+            repr(default_ends),
             "" if cap is None else repr(cap),
             repr(change.created_at),
             int(seal),
+            math.ceil(default_ends * 1000),
             len(deleted),
             *deleted,
         ]
         for name, value in change.set.items():
             args += (DATA + name, value)
         names = [self.prefix + member, self.prefix + (member if seal else new_member)]
-        reply: list[Any] = await self._run("saving a session", self._write, names, args)
+        reply = await self._run("saving a session", self._write, names, args)
         if reply[0] == 1:
             raise KeyCollision(f"A session with id {new_member[:16]}... already exists.")
         if reply[0] == 2:

