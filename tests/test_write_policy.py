@@ -344,6 +344,54 @@ async def test_save_every_request_renews_a_session_nobody_touched(
         assert (await client.get("/read")).json() == {"fav_color": "blue"}
 
 
+async def test_rolling_expiry_renews_a_session_at_most_once_per_renew_interval(
+    store: Store, clock: FakeClock
+) -> None:
+    app = app_with(store, HANDLERS, save_every_request=True, max_age=3600, renew_interval=60)
+    async with client_for(app) as client:
+        await start_session(client)
+        spy = StoreSpy(store)
+        for _ in range(11):  # 55 s of requests every 5 s: within the interval
+            clock.advance(5)
+            assert "set-cookie" not in (await client.get("/read")).headers
+        assert spy.writes == 0
+        clock.advance(5)  # 60 s since the last save: renewed once
+        renewed = await client.get("/read")
+        assert "Max-Age=3600" in renewed.headers["set-cookie"]
+        assert spy.writes == 1
+        clock.advance(5)
+        assert "set-cookie" not in (await client.get("/read")).headers
+        assert spy.writes == 1
+
+
+async def test_throttled_rolling_expiry_still_slides_past_max_age(
+    store: Store, clock: FakeClock
+) -> None:
+    # max_age=100 caps the interval at a tenth of it, 10 s: a session read every 9 s for
+    # five minutes never expires, though it is renewed only every other request.
+    app = app_with(store, HANDLERS, save_every_request=True, max_age=100)
+    async with client_for(app) as client:
+        await start_session(client)
+        spy = StoreSpy(store)
+        for _ in range(34):
+            clock.advance(9)
+            assert (await client.get("/read")).json() == {"fav_color": "blue"}
+        assert 10 <= spy.writes <= 17
+
+
+async def test_throttled_rolling_expiry_still_honours_absolute_timeout(
+    store: Store, clock: FakeClock
+) -> None:
+    app = app_with(store, HANDLERS, save_every_request=True, max_age=100, absolute_timeout=50)
+    async with client_for(app) as client:
+        await start_session(client)
+        for _ in range(9):
+            clock.advance(5)
+            assert (await client.get("/read")).json() == {"fav_color": "blue"}
+        clock.advance(6)  # 51 s after creation, however often it was renewed
+        assert (await client.get("/read")).json() == {}
+
+
 async def test_without_save_every_request_max_age_counts_from_the_last_save(
     store: Store, clock: FakeClock
 ) -> None:

@@ -16,6 +16,7 @@ SUITES = {
     "cookie": "bench.suites.cookie",
     "owners": "bench.suites.owners",
     "lost-updates": "bench.suites.lost_updates",
+    "rolling": "bench.suites.rolling",
     "many-clients": "bench.suites.many_clients",
     "soak": "bench.suites.soak",
     "profile": "bench.suites.profile",
@@ -32,6 +33,7 @@ FULL: list[list[str]] = [
     ["cookie"],
     ["owners"],
     ["lost-updates"],
+    ["rolling"],
     ["many-clients"],
     ["soak", "--minutes", "1", "--every", "15"],
 ]
