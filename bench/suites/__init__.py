@@ -17,6 +17,7 @@ SUITES = {
     "owners": "bench.suites.owners",
     "lost-updates": "bench.suites.lost_updates",
     "rolling": "bench.suites.rolling",
+    "nested": "bench.suites.nested",
     "many-clients": "bench.suites.many_clients",
     "soak": "bench.suites.soak",
     "profile": "bench.suites.profile",
@@ -34,6 +35,7 @@ FULL: list[list[str]] = [
     ["owners"],
     ["lost-updates"],
     ["rolling"],
+    ["nested"],
     ["many-clients"],
     ["soak", "--minutes", "1", "--every", "15"],
 ]
