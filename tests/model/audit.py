@@ -132,8 +132,12 @@ async def _redis_keys(store: Any) -> list[str]:
 
 async def _redis_wipe(store: Any) -> None:
     keys = await _redis_keys(store)
-    for key in keys:
-        await store.client.delete(key)
+    if keys:
+        # One command per key, pipelined: a cluster client routes each to its node.
+        async with store.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.delete(key)
+            await pipe.execute()
 
 
 async def _redis_audit(store: Any, model: Model) -> list[str]:
@@ -141,12 +145,18 @@ async def _redis_audit(store: Any, model: Model) -> list[str]:
     now = store.clock()
     client, prefix = store.client, store.prefix
     owner_prefix = prefix + "owner:"
+    keys = [key for key in await _redis_keys(store) if not key.startswith(owner_prefix)]
+    async with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hgetall(key)
+            pipe.pexpiretime(key)
+        for owner in model.owner_names:
+            pipe.zrange(owner_prefix + owner, 0, -1)
+        replies = await pipe.execute()
     live: dict[str, tuple[str | None, str | None]] = {}
     hashes: dict[str, dict[str, str]] = {}
-    for key in await _redis_keys(store):
-        if key.startswith(owner_prefix):
-            continue
-        fields = await client.hgetall(key)
+    for index, key in enumerate(keys):
+        fields, expire_ms = replies[2 * index], replies[2 * index + 1]
         store_id = key[len(prefix) :]
         hashes[store_id] = fields
         missing = [name for name in ("m:e", "m:c", "m:u") if name not in fields]
@@ -156,14 +166,13 @@ async def _redis_audit(store: Any, model: Model) -> list[str]:
         if not any(name.startswith("d:") for name in fields):
             problems.append(f"session {store_id[:12]}… kept without data")
         expires = float(fields["m:e"])
-        expire_ms = await client.pexpiretime(key)
         if expire_ms != round(expires * 1000):
             problems.append(f"{store_id[:12]}… expires at {expire_ms} ms, m:e says {expires}")
         if expires > now:
             live[store_id] = (fields.get("m:o"), fields.get("m:x"))
     # The listing (run just before) prunes what Redis expired; what is left must be live.
-    for owner in model.owner_names:
-        for member in await client.zrange(owner_prefix + owner, 0, -1):
+    for owner, members in zip(model.owner_names, replies[2 * len(keys) :], strict=True):
+        for member in members:
             fields = hashes.get(member, {})
             if fields.get("m:o") != owner or float(fields.get("m:e", 0)) <= now:
                 problems.append(f"{owner}'s index entry {member[:12]}… outlives its session")

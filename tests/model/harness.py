@@ -20,9 +20,9 @@ import orjson
 from asgi_sessions import SessionMiddleware, Store
 from asgi_sessions.stores.base import hash_key, public_id_for
 from tests.clock import FakeClock
-from tests.model import audit
 from tests.model import program as p
-from tests.model.reference import Model, Observed, RequestModel, compare_listing, short
+from tests.model.checks import listing_rows, store_problems
+from tests.model.reference import Model, Observed, RequestModel
 from tests.model.scheduler import Parked, Scheduler, current_request
 from tests.support import SECRET
 
@@ -301,41 +301,9 @@ class Harness:
         key = self._key_of(value)
         return Observed(status, "set", key if key is not None else "<unreadable>", max_age)
 
-    # -- checks after each round ---------------------------------------------------------
-
     async def check_store(self) -> None:
-        model, store = self.model, self.store
-        for record in model.records.values():
-            if record.key is None:
-                continue  # never shown to anyone; the audit still counts it
-            got = await store.get(record.key)
-            name = f"session {record.label()} ({short(record.key)})"
-            if not record.alive(model.now):
-                if got is not None:
-                    why = "deleted" if record.deleted else "expired"
-                    data = got.get_decoded()
-                    model.diverge(None, f"{name} is {why}, but the store returns {data}")
-                continue
-            if got is None:
-                model.diverge(None, f"{name} is lost: the model has {record.data}")
-                continue
-            seen = (got.get_decoded(), getattr(got, "owner", record.owner), got.expire_date)
-            wanted = (record.data, record.owner, datetime.fromtimestamp(record.expires_at, UTC))
-            if seen != wanted:
-                model.diverge(
-                    None,
-                    f"{name} holds (data, owner, expires) {_show(seen, model.start)}, "
-                    f"the model has {_show(wanted, model.start)}",
-                )
-        if self.cookie_store:
-            return
-        for owner in self.owner_names:
-            rows = listing_rows(await store.list_sessions(owner))
-            problem = compare_listing(rows, model.listing(owner))
-            if problem:
-                model.diverge(None, f"list_sessions({owner}): {problem}")
-        for problem in await audit.audit(store, model):
-            model.diverge(None, f"integrity: {problem}")
+        for problem in await store_problems(self.store, self.model):
+            self.model.diverge(None, problem)
 
 
 def _snapshot(kind: str, session: Any) -> dict[str, Any]:
@@ -344,21 +312,8 @@ def _snapshot(kind: str, session: Any) -> dict[str, Any]:
     elif kind == "orjson":
         seen = orjson.loads(orjson.dumps(session))
     else:
-        copied = (
-            copy.deepcopy(session) if kind == "deepcopy" else pickle.loads(pickle.dumps(session))  # noqa: S301 (our own bytes)
-        )
+        pickled = pickle.dumps(session) if kind == "pickle" else b""
+        copied = pickle.loads(pickled) if pickled else copy.deepcopy(session)  # noqa: S301
         # What C code finds in the copy, whatever its type.
         seen = {key: dict.__getitem__(copied, key) for key in dict.keys(copied)}
     return copy.deepcopy(seen)
-
-
-def listing_rows(owned: list[Any]) -> list[list[Any]]:
-    return [
-        [o.public_id, o.created.timestamp(), o.last_saved.timestamp(), o.expire_date.timestamp()]
-        for o in owned
-    ]
-
-
-def _show(fields: tuple[Any, Any, datetime], start: float) -> str:
-    data, owner, ends = fields
-    return f"({data}, {owner}, t+{ends.timestamp() - start:g}s)"

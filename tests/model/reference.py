@@ -8,6 +8,25 @@ that step (the scheduler lets only one request run, so store calls form one orde
 if the implementation makes no call, when the step ends (nothing interleaves then). The
 model predicts each op's result, each response's status and cookie, and the stored state;
 the first mismatch is recorded as a divergence.
+
+Where contract-v2 is silent, the model decides (each marked "decided" below):
+
+1. ``cycle_key()`` marks the session modified, as in Django (so an empty session's dead
+   cookie is deleted).
+2. A request that wrote its record itself (create, explicit ``save()``, rotation) sets the
+   cookie at the end even with nothing left pending; Max-Age counts from the response.
+3. A write does not refresh the request's own view with other requests' keys.
+4. After an expired save or a merge that left no data, the session is as after
+   ``flush()`` without the delete: no key, no data, owner and expiry setting forgotten.
+5. A rotation (``cycle_key()``, owner change) that finds its record gone follows the
+   gone rules of a save; a session created in this request counts as already rotated.
+6. A cookie is deleted only if the request carried one; a 400 or a 5xx response carries
+   no Set-Cookie at all (nothing is saved, even after ``flush()``).
+7. A request that wrote during the request gets no renewal at the end.
+8. A Set-Cookie whose Max-Age is 0 or less counts as deleting the cookie.
+9. A nested change is measured against the value's JSON when first handed out since the
+   load or the request's last write; ``popitem()`` may take any present item; the order
+   of ``list_sessions`` among equal creation times is open.
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ from tests.model.scheduler import Stuck, gate_store
 
 PROGRAMS = int(os.environ.get("MODEL_PROGRAMS", "200"))
 
-# The suite's 120 s per test is for the default run; a long run gets time in proportion.
-pytestmark = pytest.mark.timeout(max(300, PROGRAMS // 10))
+# The suite's 120 s per test is for the default run; a long run gets a second a program.
+pytestmark = pytest.mark.timeout(max(300, PROGRAMS))
 
 ACCEPTED = frozenset(inspect.signature(SessionMiddleware.__init__).parameters)
 
