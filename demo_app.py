@@ -6,12 +6,14 @@ key cycling, the nested-mutation gotcha, and "your sessions" with revoke / log o
 everywhere else. Sessions live in SQLite (``DEMO_SESSIONS_DB``, default
 ``sessions.sqlite3``), so they survive a server restart.
 
-Plain HTML forms, no JavaScript. Every value that comes from a user or the session goes
+Plain HTML forms, and JavaScript only on the "two requests at once" page, which needs
+``fetch`` to send them in parallel. Every value that comes from a user or the session goes
 through ``html.escape`` (``e()`` below) before it reaches the page.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -26,7 +28,13 @@ from urllib.parse import parse_qsl
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Route
 
 from asgi_sessions import Session, SessionMiddleware, SQLiteStore
@@ -100,6 +108,7 @@ def render(session: Session, title: str, body: str) -> HTMLResponse:
             ("/comment", "Comment"),
             ("/login", "Log in / out"),
             ("/cart", "Cart (nested mutation)"),
+            ("/together", "Two requests at once"),
             ("/sessions", "Your sessions"),
         ]
     )
@@ -237,10 +246,13 @@ def cart_page_body(session: Session, note: str = "") -> str:
     return (
         f'{note_html}<p>Cart in this request: <code id="cart">{e(json.dumps(cart))}</code></p>'
         '<p>Both buttons run <code>session["cart"].append(...)</code>: the list changes in '
-        "place, which the session cannot see. Only the second also sets "
-        "<code>session.modified = True</code>. Add with each, then "
+        "place, which does not mark the session modified (Django's nested-mutation gotcha). "
+        "asgi-sessions still keeps it: the list was handed out by the session, so when the "
+        "response starts its JSON is compared with what was loaded, and a changed list is "
+        "saved. The second button also sets <code>session.modified = True</code>, the "
+        "Django way, which writes every key. Add with each, then "
         '<a href="/cart" id="reload">reload this page</a>.</p>'
-        + form(session, "/cart/in-place", "Append in place (lost)")
+        + form(session, "/cart/in-place", "Append in place (kept)")
         + form(session, "/cart/modified", "Append + session.modified = True (kept)")
         + form(session, "/cart/empty", "Empty the cart")
     )
@@ -248,7 +260,7 @@ def cart_page_body(session: Session, note: str = "") -> str:
 
 async def cart(request: Request) -> Response:
     session = await request.state.session
-    # The list must already be stored for the gotcha to show: a brand-new key is saved whole.
+    # The list is stored first, so that the buttons change a value loaded from the store.
     session.setdefault("cart", [])
     return render(session, "Cart", cart_page_body(session))
 
@@ -256,7 +268,10 @@ async def cart(request: Request) -> Response:
 async def append_in_place(request: Request, session: Session, data: dict[str, str]) -> Response:
     items = session.setdefault("cart", [])
     items.append(f"item {len(items) + 1}")
-    note = "Appended in place, without session.modified = True: reload and it is gone."
+    note = (
+        "Appended in place, without session.modified = True: found at save time, so "
+        "reload and it is still there."
+    )
     return render(session, "Cart", cart_page_body(session, note))
 
 
@@ -271,6 +286,90 @@ async def append_modified(request: Request, session: Session, data: dict[str, st
 async def empty_cart(request: Request, session: Session, data: dict[str, str]) -> Response:
     session["cart"] = []
     return see_other("/cart")
+
+
+# -- two requests at once: each keeps its change ------------------------------------------
+
+TOGETHER_SCRIPT = """
+const token = document.querySelector('#together [name=csrf_token]').value;
+const post = (path, fields) => fetch(path, {
+  method: 'POST',
+  headers: {'Content-Type': 'application/x-www-form-urlencoded'},
+  body: new URLSearchParams({csrf_token: token, round: fields.round, ...fields}),
+});
+document.querySelector('#fire').addEventListener('click', async () => {
+  const round = String(Date.now()) + Math.random();
+  const colour = document.querySelector('#colour-choice').value;
+  const answers = await Promise.all([
+    post('/together/colour', {round, colour}),
+    post('/together/note', {round, note: 'written at the same time'}),
+  ]);
+  const texts = await Promise.all(answers.map(r => r.text()));
+  document.querySelector('#statuses').textContent =
+    answers.map((r, i) => r.status + ' ' + texts[i]).join(', ');
+  const state = await (await fetch('/together/state')).json();
+  document.querySelector('#after').textContent = JSON.stringify(state);
+});
+"""
+
+# Each round's two requests meet here after loading the session, so that both have read the
+# same stored session before either saves: the interleaving that loses an update when a
+# store writes the whole session back.
+_rounds: dict[str, asyncio.Barrier] = {}
+
+
+async def meet(round_id: str) -> str:
+    """Wait (up to 2 s) for the round's other request; say whether it came."""
+    barrier = _rounds.setdefault(round_id[:64], asyncio.Barrier(2))
+    try:
+        async with asyncio.timeout(2):
+            await barrier.wait()
+        return "together"
+    except TimeoutError:
+        return "alone"  # the other request never came: carry on
+    finally:
+        if barrier.n_waiting == 0:
+            _rounds.pop(round_id[:64], None)
+
+
+async def together(request: Request) -> Response:
+    session = await request.state.session
+    session.setdefault("flash", "a message to consume")
+    body = (
+        "<p>The button sends two requests to the server at the same time with "
+        "<code>fetch</code>. Both load this session, wait for each other, then save: the "
+        "first changes <code>fav_color</code>; the second sets <code>note</code> and pops "
+        "<code>flash</code>. Each save writes only the keys its request changed, merged "
+        "into the stored session, so every change is kept: a store that writes the whole "
+        "session back would lose one of them.</p>"
+        '<div id="together">'
+        '<label>Colour <input id="colour-choice" value="teal"></label> '
+        '<input type="hidden" name="csrf_token" value="' + e(csrf_token(session)) + '">'
+        '<button id="fire" type="button">Send both at once</button></div>'
+        '<p>Statuses: <code id="statuses">-</code></p>'
+        '<p>The session afterwards: <code id="after">-</code></p>'
+        f"<script>{TOGETHER_SCRIPT}</script>"
+    )
+    return render(session, "Two requests at once", body)
+
+
+async def together_colour(request: Request, session: Session, data: dict[str, str]) -> Response:
+    met = await meet(data.get("round", ""))
+    session["fav_color"] = data.get("colour", "teal")[:40]
+    return PlainTextResponse(met)
+
+
+async def together_note(request: Request, session: Session, data: dict[str, str]) -> Response:
+    met = await meet(data.get("round", ""))
+    session["note"] = data.get("note", "")[:200]
+    session.pop("flash", None)
+    return PlainTextResponse(met)
+
+
+async def together_state(request: Request) -> Response:
+    session = await request.state.session
+    keys = ("fav_color", "note", "flash")
+    return JSONResponse({key: session.get(key) for key in keys})
 
 
 # -- your sessions: revoke one, or log out everywhere else --------------------------------
@@ -342,6 +441,10 @@ routes = [
     Route("/cart/in-place", post(append_in_place), methods=["POST"]),
     Route("/cart/modified", post(append_modified), methods=["POST"]),
     Route("/cart/empty", post(empty_cart), methods=["POST"]),
+    Route("/together", together),
+    Route("/together/colour", post(together_colour), methods=["POST"]),
+    Route("/together/note", post(together_note), methods=["POST"]),
+    Route("/together/state", together_state),
     Route("/sessions", sessions_page),
     Route("/sessions/revoke", post(revoke), methods=["POST"]),
     Route("/sessions/revoke-others", post(revoke_others), methods=["POST"]),

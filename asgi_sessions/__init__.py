@@ -19,6 +19,7 @@ from .errors import (
     SessionTooLarge,
     StoreCapabilityError,
 )
+from .importers import FromStarlette, FromStarsessions
 from .middleware import SessionMiddleware, get_session
 from .serializers import JSONSerializer, Serializer
 from .session import Session
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CookieStore",
+    "FromStarlette",
+    "FromStarsessions",
     "ImproperlyConfigured",
     "JSONSerializer",
     "MemoryStore",

@@ -1,21 +1,30 @@
 """Expiry: how a session's ``set_expiry()`` choice is kept, and when it ends.
 
-The choice is stored with the record as a short opaque string: ``None`` (the middleware's
-``max_age``), ``"s:<seconds>"`` (inactivity, ``"s:0"`` = ends with the browser) or
-``"a:<timestamp>"`` (a fixed moment).
+The choice (the *expiry setting*) is stored with the record as a short opaque string:
+``None`` (the middleware's ``max_age``), ``"s:<seconds>"`` (inactivity; ``"s:0"`` ends
+with the browser) or ``"a:<timestamp>"`` (a fixed moment).
+
+When a record ends is decided by the store at each write, from the setting *stored* at
+that moment unless the writing request changed it (a concurrent request's stale copy must
+never win): :func:`resolve_expires_at` is that rule, and the Redis Lua script and the SQL
+stores implement the same few lines.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-__all__ = ["encode_expiry", "ends_with_browser", "expires_at"]
+__all__ = ["encode_expiry", "ends_with_browser", "idle_seconds", "resolve_expires_at"]
 
 _USAGE = "set_expiry() takes seconds, a timedelta, a datetime, 0 or None"
 
 
 def encode_expiry(value: int | timedelta | datetime | None, now: float) -> str | None:
-    """The stored form of a ``set_expiry()`` argument; raises on anything else."""
+    """The stored form of a ``set_expiry()`` argument; raises on anything else.
+
+    A ``timedelta`` counts from ``now`` (a fixed moment), as a ``datetime`` does; an
+    ``int`` is seconds of inactivity, counted again from every save.
+    """
     if value is None:
         return None
     if isinstance(value, bool):
@@ -34,29 +43,38 @@ def encode_expiry(value: int | timedelta | datetime | None, now: float) -> str |
     raise TypeError(f"{_USAGE}, not {type(value).__name__}.")
 
 
-def expires_at(
-    expiry: str | None,
-    *,
-    now: float,
-    default_age: int,
-    created_at: float | None,
-    absolute_timeout: int | None,
+def idle_seconds(setting: str | None) -> int:
+    """The inactivity window a setting asks for; 0 means "the middleware's default"."""
+    if setting is not None and setting[0] == "s":
+        return int(setting[2:])
+    return 0
+
+
+def resolve_expires_at(
+    setting: str | None, now: float, default_expires_at: float, cap: float | None
 ) -> float:
-    """When a session saved ``now`` ends: its own choice, else ``default_age`` from now,
-    never later than ``absolute_timeout`` after its creation."""
-    if expiry is not None and expiry[0] == "a":
-        ends = float(expiry[2:])
+    """When a record written ``now`` ends.
+
+    A fixed moment is kept; ``n`` seconds of inactivity end at ``now + n``; anything else
+    (no setting, or ``"s:0"``, whose record the server keeps as long as a default one)
+    ends at ``default_expires_at``. Never later than ``cap`` (creation + absolute_timeout).
+    """
+    if setting is not None and setting[0] == "a":
+        ends = float(setting[2:])
     else:
-        seconds = int(expiry[2:]) if expiry is not None else 0
-        # "s:0" ends with the browser, but the server keeps the record for default_age.
-        ends = now + (seconds or default_age)
-    if absolute_timeout is not None:
-        ends = min(ends, (created_at if created_at is not None else now) + absolute_timeout)
+        seconds = idle_seconds(setting)
+        ends = now + seconds if seconds else default_expires_at
+    if cap is not None and cap < ends:
+        return cap
     return ends
 
 
-def ends_with_browser(expiry: str | None, max_age: int | None) -> bool:
-    """Whether the cookie carries no Max-Age (it ends when the browser closes)."""
-    if expiry is None:
+def ends_with_browser(setting: str | None, max_age: int | None) -> bool:
+    """Whether the cookie carries no Max-Age (it ends when the browser closes).
+
+    ``absolute_timeout`` does not change this: the server enforces it, and "don't
+    remember me" must not survive a browser restart because of it.
+    """
+    if setting is None:
         return max_age is None
-    return expiry == "s:0"
+    return setting == "s:0"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import HTTPConnection
 
@@ -14,30 +15,37 @@ from .serializers import JSONSerializer, Serializer
 from .session import DEFAULT_MAX_AGE, Session, SessionConfig
 from .stores.base import Store
 
+#: With ``save_every_request=True``, a session is renewed at most this often (seconds).
+DEFAULT_RENEW_INTERVAL = 60
+
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from .importers import Importer
 
 __all__ = ["SessionMiddleware", "get_session"]
 
 logger = logging.getLogger("asgi_sessions")
 
 _INTERRUPTED_TEXT = SessionInterrupted().args[0].encode()
+_UNAVAILABLE_TEXT = b"The session store is unavailable. Please try again shortly."
 
 
-async def _send_interrupted(send: Send) -> None:
-    """The 400 Django answers when a concurrent request deleted the session (new dicts each
-    time: outer middleware may change the messages it passes on)."""
+async def _send_plain(send: Send, status: int, body: bytes, *extra: tuple[bytes, bytes]) -> None:
+    """A short plain-text response (new dicts each time: outer middleware may change the
+    messages it passes on)."""
     await send(
         {
             "type": "http.response.start",
-            "status": 400,
+            "status": status,
             "headers": [
                 (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(_INTERRUPTED_TEXT)).encode()),
+                (b"content-length", str(len(body)).encode()),
+                *extra,
             ],
         }
     )
-    await send({"type": "http.response.body", "body": _INTERRUPTED_TEXT})
+    await send({"type": "http.response.body", "body": body})
 
 
 class SessionMiddleware:
@@ -62,6 +70,17 @@ class SessionMiddleware:
         serializer: encodes each top-level value; JSON by default.
         absolute_timeout: seconds after creation at which a session ends, however often
             it is renewed (``None`` for no cap).
+        renew_interval: with ``save_every_request``, renew a session at most once per this
+            many seconds (at most a tenth of ``max_age``), so rolling expiry does not
+            cost a write per request.
+        rotate_on_owner_change: give the session a new key whenever ``session.owner``
+            changes (login, logout, switching user), as ``cycle_key()`` does.
+        detect_nested_changes: find lists and dicts changed in place (the view read them
+            from the session) and save them, even when nothing else changed.
+        retry_after: seconds sent in ``Retry-After`` with the 503 answered when the store
+            fails before the response starts.
+        import_from: importers of another library's sessions (``FromStarlette``,
+            ``FromStarsessions``), so that switching signs nobody out.
     """
 
     def __init__(
@@ -78,9 +97,14 @@ class SessionMiddleware:
         https_only: bool = False,
         partitioned: bool = False,
         save_every_request: bool = False,
-        autoload: bool = False,
+        autoload: bool | Sequence[str] = False,
         serializer: Serializer | None = None,
         absolute_timeout: int | None = None,
+        renew_interval: float = DEFAULT_RENEW_INTERVAL,
+        rotate_on_owner_change: bool = True,
+        detect_nested_changes: bool = True,
+        retry_after: int = 5,
+        import_from: Sequence[Importer] = (),
     ) -> None:
         self.app = app
         secrets = [secret_key] if isinstance(secret_key, str) else list(secret_key)
@@ -89,11 +113,13 @@ class SessionMiddleware:
                 f"absolute_timeout must be a positive number of seconds or None, "
                 f"not {absolute_timeout!r}."
             )
+        if renew_interval < 0:
+            raise ImproperlyConfigured(
+                f"renew_interval must be 0 or more seconds, not {renew_interval!r}."
+            )
         self._owns_store = store is None
         if store is None:
-            from .stores.sqlite import SQLiteStore
-
-            store = SQLiteStore("sessions.sqlite3")
+            store = _default_store()
         elif not isinstance(store, Store):
             raise ImproperlyConfigured(
                 f"store must be a Store instance such as SQLiteStore(...) or "
@@ -102,6 +128,9 @@ class SessionMiddleware:
         self.store = store
         self.save_every_request = save_every_request
         self.autoload = autoload
+        self._autoload_paths = _path_prefixes(autoload)
+        self._retry_after = str(int(retry_after)).encode()
+        default_age = DEFAULT_MAX_AGE if max_age is None else max_age
         self.config = SessionConfig(
             store=store,
             signer=Signer(secrets, salt="asgi_sessions.cookie"),
@@ -118,6 +147,10 @@ class SessionMiddleware:
             absolute_timeout=absolute_timeout,
             # The cookie store's values carry data and an expiry: verify each one afresh.
             verified=None if store.keeps_data_in_cookie else VerifiedCookies(),
+            rotate_on_owner_change=rotate_on_owner_change,
+            detect_nested_changes=detect_nested_changes,
+            renew_interval=min(renew_interval, max(default_age, 0) / 10),
+            importers=_importers(import_from),
         )
         store.bind(self.config.signer)
 
@@ -125,7 +158,7 @@ class SessionMiddleware:
         scope_type = scope["type"]
         if scope_type != "http" and scope_type != "websocket":
             if scope_type == "lifespan" and self._owns_store:
-                await self.app(scope, receive, self._closing_store_on_shutdown(send))
+                await self.app(scope, self._reopening_store(receive), self._closing_store(send))
                 return
             await self.app(scope, receive, send)
             return
@@ -136,64 +169,101 @@ class SessionMiddleware:
             scope["state"] = state = {}
         state["session"] = session
         scope["session"] = session
-        if scope_type == "http":
-            interrupted = False
-            renew = self.save_every_request
-            send_response = send
+        if scope_type == "websocket":
+            # No response headers to carry a cookie: handlers `await session.save()`.
+            if self.autoload and self._autoloads(scope):
+                await session.load()
+                session.accessed = False
+            await self.app(scope, receive, send)
+            return
 
-            async def send_with_session(message: Message) -> None:
-                # Saves the session, and adds its headers, as the response starts.
-                nonlocal interrupted
-                if interrupted:
-                    return
-                if message["type"] == "http.response.start" and (session._loaded or renew):
+        started = answered = False
+        renew = self.save_every_request
+
+        async def send_with_session(message: Message) -> None:
+            # Saves the session, and adds its headers, as the response starts.
+            nonlocal started, answered
+            if answered:
+                return  # we answered 400/503 instead of the app's response
+            if message["type"] == "http.response.start":
+                if session._loaded or renew:
                     try:
-                        await self._finish(session, message)
-                    except SessionInterrupted:
-                        # Delete wins over a concurrent save (a logout elsewhere): answer
-                        # 400 rather than bring the session back.
-                        interrupted = True
-                        logger.info("Save refused: the session was deleted by another request.")
-                        await _send_interrupted(send_response)
+                        message = await self._finish(session, message)
+                    except (SessionInterrupted, SessionStoreError) as exc:
+                        answered = True
+                        await self._answer_failure(send, session, exc)
                         return
-                await send_response(message)
+                started = True
+            await send(message)
 
-            send = send_with_session
-        # WebSocket handlers have no response headers to carry a cookie: they call
-        # `await session.save()` themselves.
         try:
-            if self.autoload:
+            if self.autoload and self._autoloads(scope):
                 await session.load()
                 # Loading for the app is not the app reading it: Vary only if a view looks.
                 session.accessed = False
-            await self.app(scope, receive, send)
-        except SessionStoreError as exc:
-            # The request fails (a 5xx from the server or framework) and no cookie was
-            # sent, so the user keeps their session for when the store is back.
-            logger.error("Session store failed for session %s: %s", session._log_id(), exc)
-            raise
+            await self.app(scope, receive, send_with_session)
+        except (SessionInterrupted, SessionStoreError) as exc:
+            if answered:
+                return  # answered and logged already, as the response started
+            if started:
+                # Too late for a clean answer: the server ends the response.
+                self._log_failure(session, exc)
+                raise
+            answered = True
+            await self._answer_failure(send, session, exc)
 
-    async def _finish(self, session: Session, message: Message) -> None:
-        """Save the session if needed and add Set-Cookie / Vary / Cache-Control."""
+    def _autoloads(self, scope: Scope) -> bool:
+        paths = self._autoload_paths
+        if paths is None:
+            return bool(self.autoload)
+        path: str = scope.get("path", "")
+        return any(path == prefix or path.startswith(prefix.rstrip("/") + "/") for prefix in paths)
+
+    async def _answer_failure(self, send: Send, session: Session, exc: Exception) -> None:
+        """Answer a session failure that happened before the response started."""
+        self._log_failure(session, exc)
+        if isinstance(exc, SessionInterrupted):
+            # Delete wins over a concurrent save (a logout elsewhere): answer 400, as
+            # Django does, rather than bring the session back.
+            await _send_plain(send, 400, _INTERRUPTED_TEXT)
+        else:
+            # The store is down: a 503 the client may retry, and no cookie change, so the
+            # user keeps their session for when the store is back.
+            await _send_plain(send, 503, _UNAVAILABLE_TEXT, (b"retry-after", self._retry_after))
+
+    @staticmethod
+    def _log_failure(session: Session, exc: Exception) -> None:
+        if isinstance(exc, SessionInterrupted):
+            logger.info("Save refused: the session was deleted by another request.")
+        else:
+            logger.error("Session store failed for session %s: %s", session._log_id(), exc)
+
+    async def _finish(self, session: Session, message: Message) -> Message:
+        """Save the session if needed; return the start message with Set-Cookie / Vary /
+        Cache-Control added (to a copy: the app may reuse its own message and headers)."""
         if not session._loaded:
             if not (self.save_every_request and session._client_key() is not None):
-                return
+                return message
             await session.load()  # rolling expiry: renew a session nobody touched
-        # Raw header lists, not MutableHeaders: this runs on every request that loaded.
-        # Changed in place, as Starlette's own middleware does, unless it is not a list.
-        headers = message.get("headers")
-        if type(headers) is not list:
-            message["headers"] = headers = list(headers or ())
+        headers = list(message.get("headers") or ())
+        message = {**message, "headers": headers}
         if session.accessed:
             _vary_on_cookie(headers)
         if message["status"] >= 500:
             # As in Django: a failed request must not persist half its work.
-            return
-        if not (session._modified or session._written or self.save_every_request):
-            return  # read-only: nothing to save, no cookie to send
+            return message
+        if not (
+            session._modified
+            or session._written
+            or session._dropped
+            or session._handed
+            or session._handed_all
+            or self.save_every_request
+        ):
+            return message  # read-only: nothing to save, no cookie to send
         outcome = await session._finish(self.save_every_request)
         if outcome is None:
-            return
+            return message
         if outcome is True:
             cookie = self.config.cookie.delete_header()
         else:
@@ -205,18 +275,72 @@ class SessionMiddleware:
                     "or switch to a server-side store (SQLiteStore, RedisStore)."
                 )
         headers.append((b"set-cookie", cookie.encode("latin-1")))
+        importer = session._imported_from
+        if importer is not None and importer.cookie_name != self.config.cookie.name:
+            # The old cookie has another name, so ours does not replace it: remove it.
+            headers.append((b"set-cookie", importer.delete_cookie().encode("latin-1")))
         _vary_on_cookie(headers)
         if not any(name.lower() == b"cache-control" for name, _ in headers):
             # A shared cache must never hand one user's cookie to another.
             headers.append((b"cache-control", b"private"))
+        return message
 
-    def _closing_store_on_shutdown(self, send: Send) -> Send:
+    def _closing_store(self, send: Send) -> Send:
         async def send_closing_store(message: Message) -> None:
             if message["type"] == "lifespan.shutdown.complete":
                 await self.store.aclose()
             await send(message)
 
         return send_closing_store
+
+    def _reopening_store(self, receive: Receive) -> Receive:
+        async def receive_reopening_store() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup" and self.store._closed:
+                # The app is started again after a shutdown (a test client used twice):
+                # the store this middleware made and closed is replaced by a new one.
+                self._replace_store(_default_store())
+            return message
+
+        return receive_reopening_store
+
+    def _replace_store(self, store: Store) -> None:
+        self.store = store
+        self.config = replace(self.config, store=store)
+        store.bind(self.config.signer)
+
+
+def _importers(import_from: Sequence[Importer]) -> tuple[Importer, ...]:
+    from .importers import Importer
+
+    importers = tuple(import_from)
+    for importer in importers:
+        if not isinstance(importer, Importer):
+            raise ImproperlyConfigured(
+                f"import_from takes importers such as FromStarlette(old_secret) or "
+                f"FromStarsessions(redis_client), not {importer!r}."
+            )
+    return importers
+
+
+def _default_store() -> Store:
+    from .stores.sqlite import SQLiteStore
+
+    return SQLiteStore("sessions.sqlite3")
+
+
+def _path_prefixes(autoload: Any) -> tuple[str, ...] | None:
+    """``None`` for ``autoload=True/False``; the path prefixes for a list of them."""
+    if isinstance(autoload, bool):
+        return None
+    if isinstance(autoload, str) or not all(
+        isinstance(p, str) and p.startswith("/") for p in autoload
+    ):
+        raise ImproperlyConfigured(
+            f"autoload must be True, False or a list of path prefixes such as "
+            f"['/admin', '/auth'], not {autoload!r}."
+        )
+    return tuple(autoload)
 
 
 def _vary_on_cookie(headers: list[tuple[bytes, bytes]]) -> None:

@@ -26,6 +26,26 @@ class Serializer(Protocol):
         ...
 
 
+def _require_str_keys(value: Any) -> None:
+    """Raise if any dict inside ``value`` has a key that is not a ``str``."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if type(item) is dict:
+            for key in item:
+                if type(key) is not str:
+                    raise TypeError(
+                        f"dict keys must be str, not {type(key).__name__} ({key!r}): JSON would "
+                        "turn it into a string"
+                    )
+            pending.extend(v for v in item.values() if type(v) in _NESTED)
+        elif type(item) in _NESTED:
+            pending.extend(v for v in item if type(v) in _NESTED)
+
+
+_NESTED = (dict, list, tuple)
+
+
 class JSONSerializer:
     """Compact JSON: ``str``, numbers, ``bool``, ``None``, lists and dicts with ``str`` keys."""
 
@@ -41,8 +61,21 @@ class JSONSerializer:
         self._scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
     def dumps(self, value: Any) -> str:
-        """Encode ``value`` as compact JSON."""
-        return self._encode(value)
+        """Encode ``value`` as compact JSON; refuse what would not come back intact.
+
+        The json module would quietly turn ``{1: "a", "1": "b"}`` into ``{"1": "b"}`` and
+        write a lone surrogate that no store can encode as UTF-8; both raise instead.
+        Tuples come back as lists, as with Django's and Starlette's JSON sessions.
+        """
+        text: str = self._encode(value)
+        if type(value) is not str and "{" in text:
+            _require_str_keys(value)
+        if not text.isascii():
+            try:
+                text.encode()
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"a string is not valid Unicode text ({exc.reason})") from None
+        return text
 
     def loads(self, data: str) -> Any:
         """Decode JSON text."""

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .cookies import CookieSettings, Signer, VerifiedCookies, cookie_values
-from .errors import KeyCollision
-from .expiry import encode_expiry, ends_with_browser, expires_at
+from .errors import SessionInterrupted, SessionStoreError
+from .expiry import encode_expiry, ends_with_browser, resolve_expires_at
 from .serializers import Serializer
-from .stores.base import SessionWrite, Store, StoredSession, hash_key, public_id_for
-from .tracking import Stored, TrackedDict
+from .stores.base import Saved, SessionWrite, Store, StoredSession, hash_key, public_id_for
+from .tracking import TrackedDict
+
+if TYPE_CHECKING:
+    from .importers import Importer
 
 __all__ = ["DEFAULT_MAX_AGE", "Session", "SessionConfig"]
 
@@ -24,9 +26,6 @@ logger = logging.getLogger("asgi_sessions")
 #: Fourteen days, as in Django and Starlette.
 DEFAULT_MAX_AGE: Final = 14 * 24 * 60 * 60
 
-# 32 bytes from secrets: 256 bits, well past OWASP's 64 and ASVS 5's 128.
-_KEY_BYTES = 32
-_CREATE_ATTEMPTS = 5
 _MISSING: Any = object()
 _LOADING = object()  # a load is in progress and nobody is waiting for it yet
 
@@ -43,6 +42,16 @@ class SessionConfig:
     absolute_timeout: int | None = None
     verified: VerifiedCookies | None = None
     """Signatures already checked; ``None`` when the cookie carries data (CookieStore)."""
+    rotate_on_owner_change: bool = True
+    detect_nested_changes: bool = True
+    renew_interval: float = 0
+    importers: tuple[Importer, ...] = ()
+    """Other libraries' sessions to take over (see :mod:`asgi_sessions.importers`)."""
+
+    @property
+    def default_age(self) -> int:
+        """How long a record lives after a save when its expiry setting names no time."""
+        return DEFAULT_MAX_AGE if self.max_age is None else self.max_age
 
 
 def short_hash(session_key: str) -> str:
@@ -54,20 +63,26 @@ class Session(TrackedDict):
     """A ``dict`` of the request's session data that knows what changed.
 
     Await it (``session = await request.state.session``) before touching the data; it is
-    loaded from the store at most once. Only top-level changes are tracked: after mutating
-    a nested value in place, set ``session.modified = True``.
+    loaded from the store at most once. Top-level changes are tracked as they happen;
+    lists and dicts changed in place are found at save time.
     """
 
     __slots__ = (
         "_config",
         "_cookie_key",
         "_created_at",
+        "_dropped",
+        "_expires_at",
         "_expiry",
+        "_expiry_changed",
         "_headers",
+        "_imported_from",
         "_key",
         "_loading",
-        "_meta_changed",
         "_owner",
+        "_owner_changed",
+        "_rotated",
+        "_updated_at",
         "_written",
     )
 
@@ -87,12 +102,18 @@ class Session(TrackedDict):
         # The rest of the state is set by _start_tracking(), once the session is loaded.
 
     def _start_tracking(self) -> None:
-        self._reset_changes()
-        self._meta_changed = False
+        self._reset_changes(self._config.serializer.dumps)
         self._written = False
+        self._dropped = False
+        self._rotated = False
         self._created_at: float | None = None
+        self._updated_at: float | None = None
+        self._expires_at: float | None = None
         self._expiry: str | None = None
         self._owner: str | None = None
+        self._owner_changed = False
+        self._expiry_changed = False
+        self._imported_from: Importer | None = None
 
     # -- loading -----------------------------------------------------------------------
 
@@ -118,6 +139,8 @@ class Session(TrackedDict):
             record = await self._config.store.load(key) if key is not None else None
             if record is not None:
                 self._adopt(key, record)  # type: ignore[arg-type]
+            elif self._config.importers:
+                await self._import()
         except BaseException as exc:
             waiting, self._loading = self._loading, None
             if isinstance(waiting, asyncio.Future):
@@ -130,6 +153,17 @@ class Session(TrackedDict):
         if isinstance(waiting, asyncio.Future):
             waiting.set_result(None)
         return self
+
+    async def _import(self) -> None:
+        """Take over the old library's session the request carries, if any."""
+        from .importers import import_session
+
+        found = await import_session(self._config, self._headers)
+        if found is not None:
+            key, record, importer = found
+            self._adopt(key, record)
+            self._written = True  # the response sets our cookie
+            self._imported_from = importer
 
     def _client_key(self) -> str | None:
         """The session key from the request's cookie, if its signature verifies."""
@@ -163,12 +197,36 @@ class Session(TrackedDict):
     def _adopt(self, key: str, record: StoredSession) -> None:
         if record.decoded is not None:
             dict.update(self, record.decoded)
+            self._texts = {}
+            self._lazy_texts = True  # encoded only if handed out (nested-change detection)
         else:
-            self._hold_encoded(record.data, self._config.serializer.loads)
+            # Every value decoded now: C code (orjson, msgspec, pickle) reads the dict
+            # directly and must never meet a placeholder.
+            self._texts = record.data
+            loads = self._config.serializer.loads
+            try:
+                dict.update(self, {name: loads(text) for name, text in record.data.items()})
+            except ValueError:
+                dict.clear(self)
+                raise self._undecodable(record.data) from None
         self._key = key
         self._created_at = record.created_at
+        self._updated_at = record.updated_at
+        self._expires_at = record.expires_at
         self._expiry = record.expiry
         self._owner = record.owner
+
+    def _undecodable(self, data: dict[str, str]) -> SessionStoreError:
+        loads = self._config.serializer.loads
+        for name, text in data.items():
+            try:
+                loads(text)
+            except ValueError as exc:
+                return SessionStoreError(
+                    f"The stored value under {name!r} cannot be decoded ({exc}). Was the "
+                    "serializer changed? Flush this session or clear the store."
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @property
     def is_empty(self) -> bool:
@@ -200,7 +258,7 @@ class Session(TrackedDict):
             raise TypeError(f"owner must be a str user id, not {type(user_id).__name__}.")
         if user_id != self._owner:
             self._owner = user_id
-            self._meta_changed = True
+            self._owner_changed = True
             self._modified = True
 
     # -- expiry ------------------------------------------------------------------------
@@ -208,145 +266,193 @@ class Session(TrackedDict):
     def set_expiry(self, value: int | timedelta | datetime | None) -> None:
         """Set when the session expires.
 
-        ``int`` seconds or a ``timedelta`` of inactivity; an aware ``datetime``; ``0`` for
-        a cookie that ends when the browser closes; ``None`` for the middleware's default.
+        ``int`` seconds of inactivity (counted again from every save); a ``timedelta``
+        from now or an aware ``datetime`` (a fixed moment); ``0`` for a cookie that ends
+        when the browser closes; ``None`` for the middleware's default.
         """
         self._require_loaded("set_expiry()")
         self._expiry = encode_expiry(value, self._config.store.clock())
-        self._meta_changed = True
+        self._expiry_changed = True
         self._modified = True
 
     def get_expiry_age(self) -> int:
-        """Seconds from now until the session expires."""
+        """Seconds from now until the session would expire if it were saved now."""
         self._require_loaded("get_expiry_age()")
         now = self._config.store.clock()
-        return round(self._expires_at(now) - now)
+        return round(self._would_expire_at(now) - now)
 
     def get_expiry_date(self) -> datetime:
-        """When the session expires (aware, UTC)."""
+        """When the session would expire if it were saved now (aware, UTC)."""
         self._require_loaded("get_expiry_date()")
-        return datetime.fromtimestamp(self._expires_at(self._config.store.clock()), UTC)
+        return datetime.fromtimestamp(self._would_expire_at(self._config.store.clock()), UTC)
 
     def get_expire_at_browser_close(self) -> bool:
         """Whether the cookie ends with the browser session (no Max-Age)."""
         self._require_loaded("get_expire_at_browser_close()")
         return ends_with_browser(self._expiry, self._config.max_age)
 
-    def _expires_at(self, now: float) -> float:
-        config = self._config
-        return expires_at(
-            self._expiry,
-            now=now,
-            default_age=DEFAULT_MAX_AGE if config.max_age is None else config.max_age,
-            created_at=self._created_at,
-            absolute_timeout=config.absolute_timeout,
-        )
-
-    def _cookie_max_age(self, now: float) -> int | None:
-        config = self._config
-        if ends_with_browser(self._expiry, config.max_age) and config.absolute_timeout is None:
+    def _cap(self, now: float) -> float | None:
+        timeout = self._config.absolute_timeout
+        if timeout is None:
             return None
-        return round(self._expires_at(now) - now)
+        return (self._created_at if self._created_at is not None else now) + timeout
+
+    def _would_expire_at(self, now: float) -> float:
+        return resolve_expires_at(self._expiry, now, now + self._config.default_age, self._cap(now))
 
     # -- persisting --------------------------------------------------------------------
 
     def _pending(self) -> bool:
-        return bool(self._changed or self._replace or self._all_dirty or self._meta_changed)
+        return bool(
+            self._changed
+            or self._replace
+            or self._all_dirty
+            or self._owner_changed
+            or self._expiry_changed
+        )
 
-    def _encode(self, keys: Iterable[str]) -> tuple[dict[str, str], frozenset[str]]:
-        dumps = self._config.serializer.dumps
-        encoded: dict[str, str] = {}
-        deleted: list[str] = []
-        for key in keys:
-            if not dict.__contains__(self, key):
-                deleted.append(key)
-                continue
-            value = dict.__getitem__(self, key)
-            if type(value) is Stored:
-                encoded[key] = value.text  # never decoded, so unchanged: write it back as is
-                continue
-            try:
-                encoded[key] = dumps(value)
-            except (TypeError, ValueError) as exc:
-                raise TypeError(
-                    f"The session value under {key!r} cannot be stored: {exc}. Store only "
-                    "values the serializer accepts (for JSON: str, int, float, bool, None, "
-                    "and lists and dicts of them with str keys)."
-                ) from exc
-        return encoded, frozenset(deleted)
-
-    async def _write(self) -> None:
-        """Persist pending changes (create the record if it has no key yet)."""
-        store = self._config.store
-        now = store.clock()
+    def _change(self, now: float, nested: dict[str, str]) -> SessionWrite:
+        """The write that carries this request's pending changes (all data when new)."""
         create = self._key is None
-        everything = create or self._replace or self._all_dirty
-        # Encode before any I/O so an unencodable value leaves the store untouched.
-        values, deleted = self._encode(dict.keys(self) if everything else self._changed)
+        if create or self._replace or self._all_dirty:
+            keys: Iterable[str] = dict.keys(self)
+            deleted = frozenset() if create or self._replace else self._deleted()
+        else:
+            keys = [key for key in self._changed if dict.__contains__(self, key)]
+            deleted = self._deleted()
+        values = {key: self._text(key, dict.__getitem__(self, key)) for key in keys}
+        values.update(nested)
         if create and self._created_at is None:
             self._created_at = now
-        change = SessionWrite(
+        return SessionWrite(
             set=values,
             deleted=deleted,
-            replace=create or self._replace,
+            replace=self._replace and not create,
             create=create,
-            expires_at=self._expires_at(now),
+            now=now,
+            default_expires_at=now + self._config.default_age,
+            expires_cap=self._cap(now),
             created_at=self._created_at if self._created_at is not None else now,
-            updated_at=now,
-            expiry=self._expiry,
             owner=self._owner,
+            owner_changed=self._owner_changed,
+            expiry=self._expiry,
+            expiry_changed=self._expiry_changed,
             full_data=self,
         )
-        if create:
-            for attempt in range(_CREATE_ATTEMPTS):
-                try:
-                    self._key = await store.save(secrets.token_urlsafe(_KEY_BYTES), change)
-                    break
-                except KeyCollision:
-                    if attempt == _CREATE_ATTEMPTS - 1:
-                        raise
+
+    def _deleted(self) -> frozenset[str]:
+        return frozenset(key for key in self._changed if not dict.__contains__(self, key))
+
+    def _nested(self) -> dict[str, str]:
+        if self._key is None:
+            return {}  # a new session writes every key anyway
+        return self._nested_changes()
+
+    async def _persist(self, *, rotate: bool = False, nested: dict[str, str] | None = None) -> None:
+        """Write the pending changes: create, merge, or merge and move to a new key."""
+        store = self._config.store
+        now = store.clock()
+        change = self._change(now, self._nested() if nested is None else nested)
+        key = self._key
+        if key is None:
+            saved = await store.create(change)
+        elif store.keeps_data_in_cookie and now >= self._expires_at:  # type: ignore[operator]
+            # The cookie is the record and nobody else renews it: past its end it is gone.
+            self._drop()
+            return
         else:
-            self._key = await store.save(self._key, change)  # type: ignore[arg-type]
+            rotate = rotate or (
+                self._owner_changed and self._config.rotate_on_owner_change and not self._rotated
+            )
+            try:
+                if rotate:
+                    saved = await store.rotate(key, change)
+                    self._rotated = True
+                else:
+                    saved = await store.save(key, change)
+            except SessionInterrupted:
+                if self._expires_at is not None and now >= self._expires_at:
+                    # It merely expired meanwhile: not a logout, and its stale data must
+                    # not live on in a new session (that would defeat absolute_timeout).
+                    self._drop()
+                    return
+                raise
+        self._saved(saved, change)
+
+    def _saved(self, saved: Saved, change: SessionWrite) -> None:
         self._changed.clear()
-        self._replace = self._all_dirty = self._meta_changed = False
+        self._replace = self._all_dirty = False
+        self._owner_changed = self._expiry_changed = False
+        self._handed.clear()
+        self._handed_all = False
+        if not saved.alive:
+            # Nothing was left after the merge: the store deleted the record.
+            self._drop()
+            return
+        self._key = saved.key
         self._written = True
+        self._dropped = False
+        self._expires_at = saved.expires_at
+        self._expiry = saved.expiry
+        self._updated_at = change.now
+        if self._lazy_texts:
+            self._texts.update(change.set)  # type: ignore[attr-defined]
+        else:
+            self._texts = {**self._texts, **change.set} if self._texts else dict(change.set)
+
+    def _drop(self) -> None:
+        """Forget the record: it is gone, and so is everything this request knew of it."""
+        dict.clear(self)
+        self._reset_changes(self._config.serializer.dumps)
+        self._key = None
+        self._written = False
+        self._dropped = True
+        self._created_at = self._updated_at = self._expires_at = None
+        self._owner = None
+        self._owner_changed = self._expiry_changed = False
 
     async def save(self) -> None:
         """Write pending changes now (WebSocket handlers, background work).
 
-        An empty session is not stored: a new one is skipped, a stored one is deleted.
+        A new session that is still empty is not stored; a stored one whose data is all
+        gone after the merge is deleted.
         """
         self._require_loaded("save()")
-        if not dict.__len__(self):
-            if self._key is not None:
-                await self._config.store.delete(self._key)
-                self._key = None
+        if self._key is None:
+            if dict.__len__(self):
+                await self._persist()
             return
-        if self._key is None or self._pending():
-            await self._write()
+        nested = self._nested()
+        if self._pending() or nested:
+            await self._persist(nested=nested)
 
     async def cycle_key(self) -> None:
-        """Give the session a new key, keep its data, delete the old record (call at login)."""
+        """Give the session a new key, keep its data, kill the old key (call at login).
+
+        The stored record, with this request's changes merged in, moves to the new key
+        in one step: a concurrent request on the old key finds nothing from then on.
+        """
         await self.load()
-        old_key = self._key
-        self._key = None
-        if dict.__len__(self):
-            await self._write()
-        if old_key is not None:
-            await self._config.store.delete(old_key)
         self._modified = True
+        if self._key is None:
+            if dict.__len__(self):
+                await self._persist()
+            return
+        await self._persist(rotate=True)
 
     async def flush(self) -> None:
         """Clear the data, delete the record and remove the cookie (call at logout)."""
         key = self._key if self._loaded else self._client_key()
-        dict.clear(self)
-        written = self._loaded and self._written
-        self._start_tracking()
-        self._written = written
-        self._key = None
+        if not self._loaded:
+            self._start_tracking()
+        self._drop()
         self._loaded = self.accessed = self._modified = True
         if key is not None:
             await self._config.store.delete(key)
+
+    def _renewal_due(self, now: float) -> bool:
+        updated = self._updated_at
+        return updated is None or now - updated >= self._config.renew_interval
 
     async def _finish(self, renew: bool) -> str | bool | None:
         """Save at the end of a request.
@@ -354,19 +460,30 @@ class Session(TrackedDict):
         Returns the ``Set-Cookie`` value to send, ``True`` to delete the cookie, or
         ``None`` to leave it alone.
         """
-        if not dict.__len__(self):
-            if self._key is not None:
-                await self._config.store.delete(self._key)
-                self._key = None
-                return self._had_cookie or None
-            return (self._modified and self._had_cookie) or None
-        if self._key is None or self._pending() or renew:
-            await self._write()
-        if not self._written:
-            return None
+        if self._key is None:
+            if self._modified and dict.__len__(self):
+                await self._persist()
+        else:
+            nested = self._nested() if self._config.detect_nested_changes else None
+            if (
+                (self._modified and self._pending())
+                or nested
+                or (renew and self._renewal_due(self._config.store.clock()))
+            ):
+                await self._persist(nested=nested)
+        if self._written and self._key is not None:
+            return self._set_cookie()
+        if (self._dropped or self._modified) and self._had_cookie:
+            return True
+        return None
+
+    def _set_cookie(self) -> str:
         config = self._config
-        now = config.store.clock()
-        value = config.store.encode_cookie(self._key, config.signer)  # type: ignore[arg-type]
+        key: str = self._key  # type: ignore[assignment]
+        value = config.store.encode_cookie(key, config.signer)
         if config.verified is not None:
-            config.verified.add(value, self._key)  # type: ignore[arg-type]  # signed just now
-        return config.cookie.set_header(value, self._cookie_max_age(now))
+            config.verified.add(value, key)  # signed just now
+        if ends_with_browser(self._expiry, config.max_age):
+            return config.cookie.set_header(value, None)
+        now = config.store.clock()
+        return config.cookie.set_header(value, round(self._expires_at - now))  # type: ignore[operator]

@@ -1,49 +1,53 @@
-"""TrackedDict: a ``dict`` that refuses access until loaded and records top-level changes."""
+"""TrackedDict: a ``dict`` that refuses access until loaded and records top-level changes.
+
+It also remembers which mutable values (lists, dicts) it handed out, so that a change
+made to one of them in place can be found at save time by comparing its encoding with
+the one loaded (:meth:`TrackedDict._nested_changes`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import SessionNotLoaded, SessionStoreError
+from .errors import SessionNotLoaded
 
 if TYPE_CHECKING:
     from _collections_abc import dict_items, dict_keys, dict_values
 
-__all__ = ["Stored", "TrackedDict"]
+__all__ = ["TrackedDict"]
 
 _MISSING: Any = object()
-
-
-class Stored:
-    """A value as the store holds it (the serializer's text), decoded when first used.
-
-    A request that reads one key of a large session decodes that key only, and a save
-    that rewrites a key nobody read writes the text back without decoding it at all.
-    """
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
+# Values the app can change in place without the session seeing it. JSON decodes to these
+# two; anything else a view stores is encoded again at save time anyway.
+_CONTAINERS = (list, dict)
+# Values whose encoding cannot change after assignment: encoded once, when set.
+_IMMUTABLE = frozenset({str, int, float, bool, type(None)})
 
 
 class TrackedDict(dict[str, Any]):
     """The mapping half of a session: Django's change-tracking rules on a real ``dict``.
 
-    It subclasses ``dict`` (rather than wrapping one) so that ``json.dumps(session)`` and
-    ``JSONResponse(request.session)`` work as with Starlette's session; every method that
-    reads checks that the data is loaded, and every mutator records the key it changed.
+    It subclasses ``dict`` (rather than wrapping one) so that ``json.dumps(session)``,
+    ``JSONResponse(request.session)`` and C encoders such as orjson see the data as they
+    would a plain dict: values are decoded when the session loads, never placeholders.
+    Every method that reads checks that the data is loaded, and every mutator records the
+    key it changed. Each value is encoded when it is assigned, so a value the serializer
+    refuses raises ``TypeError`` on the view's own line, before any I/O.
     """
 
     __slots__ = (
         "_all_dirty",
+        "_assigned",
         "_changed",
-        "_decode",
+        "_dumps",
+        "_handed",
+        "_handed_all",
+        "_lazy_texts",
         "_loaded",
         "_modified",
         "_replace",
-        "_undecoded",
+        "_texts",
         "accessed",
     )
 
@@ -52,41 +56,36 @@ class TrackedDict(dict[str, Any]):
         self.accessed = False
         self._modified = False
 
-    def _reset_changes(self) -> None:
-        self._undecoded: set[str] = set()
+    def _reset_changes(self, dumps: Callable[[Any], str]) -> None:
+        self._dumps = dumps
+        self._texts: Mapping[str, str] = {}
+        """The encoded form of each value as last loaded or saved (the store's own mapping
+        for server stores: never changed in place)."""
+        self._lazy_texts = False
+        """``True`` when the store handed decoded values (the cookie store): a value's
+        encoded form is then taken when it is first handed out, in a dict of our own."""
+        self._assigned: dict[str, str] = {}
+        """The encoded form of values assigned since (final only for immutable values)."""
         self._changed: set[str] = set()
+        self._handed: set[str] = set()
+        self._handed_all = False
         self._replace = False
         self._all_dirty = False
-
-    def _hold_encoded(self, stored: Mapping[str, str], decode: Callable[[str], Any]) -> None:
-        """Take the store's encoded values; each is decoded on first use."""
-        dict.update(self, {key: Stored(text) for key, text in stored.items()})
-        self._undecoded = set(stored)
-        self._decode = decode
-
-    def _decoded(self, key: str, value: Stored) -> Any:
-        try:
-            decoded = self._decode(value.text)
-        except ValueError as exc:
-            raise SessionStoreError(
-                f"The stored value under {key!r} cannot be decoded ({exc}). Was the "
-                "serializer changed? Flush this session or clear the store."
-            ) from exc
-        if dict.get(self, key) is value:
-            dict.__setitem__(self, key, decoded)
-        self._undecoded.discard(key)
-        return decoded
-
-    def _decode_all(self) -> None:
-        for key in list(self._undecoded):
-            value = dict.__getitem__(self, key)
-            if type(value) is Stored:
-                self._decoded(key, value)
 
     def _require_loaded(self, operation: str) -> None:
         if not self._loaded:
             raise SessionNotLoaded(operation)
         self.accessed = True
+
+    def _encode(self, key: str, value: Any) -> str:
+        try:
+            return self._dumps(value)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise TypeError(
+                f"The session value under {key!r} cannot be stored: {exc}. Store only "
+                "values the serializer accepts (for JSON: str, int, float, bool, None, "
+                "and lists and dicts of them with str keys)."
+            ) from exc
 
     # -- reading -----------------------------------------------------------------------
 
@@ -95,8 +94,8 @@ class TrackedDict(dict[str, Any]):
             raise SessionNotLoaded(f"reading {key!r}")
         self.accessed = True
         value = dict.__getitem__(self, key)
-        if type(value) is Stored:
-            return self._decoded(key, value)
+        if type(value) in _CONTAINERS:
+            self._hand_out(key, value)
         return value
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -104,10 +103,18 @@ class TrackedDict(dict[str, Any]):
         if not self._loaded:
             raise SessionNotLoaded(f"reading {key!r}")
         self.accessed = True
-        value = dict.get(self, key, default)
-        if type(value) is Stored:
-            return self._decoded(key, value)
+        value = dict.get(self, key, _MISSING)
+        if value is _MISSING:
+            return default
+        if type(value) in _CONTAINERS:
+            self._hand_out(key, value)
         return value
+
+    def _hand_out(self, key: str, value: Any) -> None:
+        """Remember that the app holds ``value`` and may change it in place."""
+        self._handed.add(key)
+        if self._lazy_texts and key not in self._texts and key not in self._changed:
+            self._texts[key] = self._encode(key, value)  # type: ignore[index]
 
     def __contains__(self, key: object) -> bool:
         if not self._loaded:
@@ -131,10 +138,14 @@ class TrackedDict(dict[str, Any]):
         self._require_loaded("iteration")
         return dict.__reversed__(self)
 
-    def _require_decoded(self, operation: str) -> None:
+    def _hand_out_all(self, operation: str) -> None:
         self._require_loaded(operation)
-        if self._undecoded:
-            self._decode_all()
+        if not self._handed_all:
+            self._handed_all = True
+            if self._lazy_texts:
+                for key, value in dict.items(self):
+                    if type(value) in _CONTAINERS:
+                        self._hand_out(key, value)
 
     def keys(self) -> dict_keys[str, Any]:
         """The keys, as a live view."""
@@ -143,74 +154,84 @@ class TrackedDict(dict[str, Any]):
 
     def values(self) -> dict_values[str, Any]:
         """The values, as a live view."""
-        self._require_decoded("values()")
+        self._hand_out_all("values()")
         return dict.values(self)
 
     def items(self) -> dict_items[str, Any]:
         """The ``(key, value)`` pairs, as a live view (``json.dumps`` goes through this)."""
-        self._require_decoded("items()")
+        self._hand_out_all("items()")
         return dict.items(self)
 
     def copy(self) -> dict[str, Any]:
-        """A plain ``dict`` copy of the data."""
-        self._require_decoded("copy()")
+        """A plain (shallow) ``dict`` copy of the data."""
+        self._hand_out_all("copy()")
         return dict(dict.items(self))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickle and copy.deepcopy see the data as a plain dict: the request, its store
+        # and its cookie are not part of the value.
+        return (dict, (self.copy(),))
+
     def __eq__(self, other: object) -> bool:
-        self._require_decoded("comparison")
+        self._require_loaded("comparison")
         return dict.__eq__(self, other)
 
     def __ne__(self, other: object) -> bool:
-        self._require_decoded("comparison")
+        self._require_loaded("comparison")
         return dict.__ne__(self, other)
 
     __hash__ = None
 
     def __or__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
-        self._require_decoded("the | operator")
-        return dict(dict.items(self)) | other  # type: ignore[no-any-return]
+        return self.copy() | other  # type: ignore[no-any-return]
 
     def __ror__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
-        self._require_decoded("the | operator")
-        return other | dict(dict.items(self))  # type: ignore[no-any-return]
+        return other | self.copy()  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         if not self._loaded:
             return f"<{type(self).__name__} (not loaded)>"
-        if self._undecoded:
-            self._decode_all()
         return f"<{type(self).__name__} {dict.__repr__(self)}>"
 
     # -- writing -----------------------------------------------------------------------
 
-    def _mark(self, key: str) -> None:
-        self._changed.add(key)
-        self._modified = True
-        if self._undecoded:
-            self._undecoded.discard(key)
-
     def __setitem__(self, key: str, value: Any) -> None:
         if not self._loaded:
             raise SessionNotLoaded(f"setting {key!r}")
-        if not isinstance(key, str):
-            raise TypeError(f"Session keys must be str, not {type(key).__name__} ({key!r}).")
+        if type(key) is not str:
+            if not isinstance(key, str):
+                raise TypeError(f"Session keys must be str, not {type(key).__name__} ({key!r}).")
+            key = str(key)  # a str subclass (an enum, say) is stored as the plain string
+        if not key.isascii():
+            try:
+                key.encode()
+            except UnicodeEncodeError as exc:
+                raise TypeError(f"The session key {key!r} cannot be stored: {exc}.") from exc
+        # Encoded now, so an unstorable value fails here, in the view, not at save time.
+        self._assigned[key] = self._encode(key, value)
         dict.__setitem__(self, key, value)
-        self._mark(key)
+        self._changed.add(key)
+        self._modified = True
+        if type(value) not in _IMMUTABLE:
+            # The view keeps a reference it may change in place before the save.
+            self._handed.add(key)
+
+    def _mark_deleted(self, key: str) -> None:
+        self._changed.add(key)
+        self._modified = True
+        self._assigned.pop(key, None)
 
     def __delitem__(self, key: str) -> None:
         self._require_loaded(f"deleting {key!r}")
         dict.__delitem__(self, key)
-        self._mark(key)
+        self._mark_deleted(key)
 
     def pop(self, key: str, default: Any = _MISSING) -> Any:
         """Remove ``key`` and return its value; marks the session modified only if it was there."""
         self._require_loaded(f"pop({key!r})")
         if dict.__contains__(self, key):
-            value = dict.__getitem__(self, key)
-            if type(value) is Stored:
-                value = self._decoded(key, value)
-            dict.__delitem__(self, key)
-            self._mark(key)
+            value = dict.pop(self, key)
+            self._mark_deleted(key)
             return value
         if default is _MISSING:
             raise KeyError(key)
@@ -220,9 +241,7 @@ class TrackedDict(dict[str, Any]):
         """Remove and return the last inserted item."""
         self._require_loaded("popitem()")
         key, value = dict.popitem(self)
-        if type(value) is Stored:
-            value = self._decoded(key, value)
-        self._mark(key)
+        self._mark_deleted(key)
         return key, value
 
     def setdefault(self, key: str, default: Any = None) -> Any:
@@ -252,7 +271,7 @@ class TrackedDict(dict[str, Any]):
         self._require_loaded("clear()")
         dict.clear(self)
         self._changed.clear()
-        self._undecoded.clear()
+        self._assigned.clear()
         self._replace = True
         self._modified = True
 
@@ -264,5 +283,36 @@ class TrackedDict(dict[str, Any]):
     @modified.setter
     def modified(self, value: bool) -> None:
         self._modified = value
-        # Nested changes are invisible, so a forced save writes every key.
+        # "Save every present key"; deletions made in this request stay pending.
         self._all_dirty = value
+
+    # -- what a save writes ------------------------------------------------------------
+
+    def _text(self, key: str, value: Any) -> str:
+        """The encoded form of ``value`` (stored under ``key``) as of now."""
+        if type(value) in _IMMUTABLE:
+            text = self._assigned.get(key)
+            if text is None:
+                text = self._texts.get(key)
+            if text is not None:
+                return text
+        return self._encode(key, value)
+
+    def _nested_changes(self) -> dict[str, str]:
+        """Loaded lists and dicts that were handed out and changed in place since."""
+        keys = dict.keys(self) if self._handed_all else self._handed
+        if not keys:
+            return {}
+        changed = self._changed
+        texts = self._texts
+        found: dict[str, str] = {}
+        for key in keys:
+            if key in changed:
+                continue  # written anyway
+            value = dict.get(self, key, _MISSING)
+            if type(value) not in _CONTAINERS:
+                continue
+            text = self._encode(key, value)
+            if text != texts.get(key):
+                found[key] = text
+        return found

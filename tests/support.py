@@ -82,7 +82,7 @@ class StoreSpy:
 
     def __init__(self, store: Store) -> None:
         self.calls: Counter[str] = Counter()
-        for name in ("load", "save", "delete"):
+        for name in ("load", "create", "save", "rotate", "delete"):
             original = getattr(store, name)
 
             def counted(*args: Any, _original: Any = original, _name: str = name) -> Any:
@@ -93,7 +93,7 @@ class StoreSpy:
 
     @property
     def writes(self) -> int:
-        return self.calls["save"] + self.calls["delete"]
+        return sum(self.calls[name] for name in ("create", "save", "rotate", "delete"))
 
 
 def make_config(store: Store, **options: Any) -> Any:
@@ -122,6 +122,9 @@ def encoded(data: Mapping[str, object]) -> dict[str, str]:
     return {key: json.dumps(value) for key, value in data.items()}
 
 
+_UNCHANGED: Any = object()
+
+
 def session_write(
     now: float,
     *,
@@ -129,24 +132,30 @@ def session_write(
     deleted: frozenset[str] = frozenset(),
     create: bool = False,
     replace: bool = False,
-    owner: str | None = None,
+    owner: str | None = _UNCHANGED,
+    expiry: str | None = _UNCHANGED,
     ttl: float = 3600,
     created_at: float | None = None,
+    cap: float | None = None,
 ) -> SessionWrite:
-    """A change made at ``now`` that expires ``ttl`` seconds later.
+    """A change made at ``now``; a record with no expiry setting of its own ends ``ttl``
+    seconds later.
 
-    ``set`` holds already-encoded values (see ``encoded``). ``created_at``, and with it
-    ``updated_at``, default to ``now``.
+    ``set`` holds already-encoded values (see ``encoded``). ``owner`` and ``expiry`` are
+    written only when given (a new record without them has neither). ``created_at``
+    defaults to ``now``.
     """
-    if created_at is None:
-        created_at = now
     return SessionWrite(
         set=set or {},
         deleted=deleted,
         replace=replace,
         create=create,
-        expires_at=now + ttl,
-        created_at=created_at,
-        updated_at=created_at,
-        owner=owner,
+        now=now,
+        default_expires_at=now + ttl,
+        expires_cap=cap,
+        created_at=now if created_at is None else created_at,
+        owner=None if owner is _UNCHANGED else owner,
+        owner_changed=owner is not _UNCHANGED,
+        expiry=None if expiry is _UNCHANGED else expiry,
+        expiry_changed=expiry is not _UNCHANGED,
     )

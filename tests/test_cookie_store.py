@@ -476,8 +476,8 @@ async def test_the_cookie_store_needs_the_middleware_secret_before_encrypting() 
     from asgi_sessions.stores.base import SessionWrite
 
     change = SessionWrite(
-        set={}, deleted=frozenset(), replace=True, create=True,
-        expires_at=2e9, created_at=1e9, updated_at=1e9, full_data={"a": 1},
+        set={}, deleted=frozenset(), replace=True, create=True, now=1e9,
+        default_expires_at=2e9, expires_cap=None, created_at=1e9, full_data={"a": 1},
     )  # fmt: skip
     with pytest.raises(ImproperlyConfigured, match="secret_key"):
         await CookieStore(encrypt=True).save("new", change)

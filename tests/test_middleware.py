@@ -41,6 +41,8 @@ async def read_all(session: Session, request: Request) -> Any:
 def test_public_names_are_exactly_these() -> None:
     assert sorted(asgi_sessions.__all__) == [
         "CookieStore",
+        "FromStarlette",
+        "FromStarsessions",
         "ImproperlyConfigured",
         "JSONSerializer",
         "MemoryStore",
@@ -87,6 +89,8 @@ def test_public_names_are_exactly_these() -> None:
         ({"secret_key": []}, "secret_key"),
         ({"absolute_timeout": 0}, "absolute_timeout"),
         ({"store": "memory://"}, "store must be a Store"),
+        ({"import_from": ["starlette"]}, "import_from takes importers"),
+        ({"renew_interval": -1}, "renew_interval"),
     ],
 )
 def test_a_configuration_that_cannot_work_is_refused_at_start_up(
@@ -187,6 +191,43 @@ async def test_autoload_lets_sync_code_read_request_session() -> None:
     async with client_for(app) as client:
         assert (await client.get("/")).json() == {"visits": 1}
         assert (await client.get("/")).json() == {"visits": 2}
+
+
+async def test_autoload_on_listed_paths_only_keeps_the_rest_lazy() -> None:
+    def sync_view(request: Request) -> JSONResponse:
+        request.session["visits"] = request.session.get("visits", 0) + 1
+        return JSONResponse(request.session)
+
+    store = MemoryStore()
+    loads: list[str] = []
+    original = store.load
+
+    async def counted(key: str) -> Any:
+        loads.append(key)
+        return await original(key)
+
+    store.load = counted  # type: ignore[method-assign]
+    app = Starlette(
+        routes=[Route("/admin/home", sync_view), Route("/adminx", sync_view),
+                Route("/public", lambda request: PlainTextResponse("hi"))],
+        middleware=[
+            Middleware(SessionMiddleware, secret_key=SECRET, store=store, autoload=["/admin"])
+        ],
+    )  # fmt: skip
+    async with client_for(app, raise_app_exceptions=False) as client:
+        assert (await client.get("/admin/home")).json() == {"visits": 1}
+        assert (await client.get("/admin/home")).json() == {"visits": 2}
+        before = len(loads)
+        assert (await client.get("/public")).text == "hi"
+        assert len(loads) == before  # not loaded where nobody asked for it
+        # "/adminx" is not under "/admin": sync access there says how to load.
+        assert (await client.get("/adminx")).status_code == 500
+
+
+@pytest.mark.parametrize("autoload", ["/admin", ["admin"], [1]])
+def test_autoload_paths_must_be_a_list_of_absolute_prefixes(autoload: Any) -> None:
+    with pytest.raises(ImproperlyConfigured, match="path prefixes"):
+        SessionMiddleware(None, secret_key=SECRET, store=MemoryStore(), autoload=autoload)  # type: ignore[arg-type]
 
 
 async def test_fastapi_depends_get_session() -> None:
@@ -329,6 +370,13 @@ async def test_the_default_store_is_sqlite_and_closed_on_lifespan_shutdown(
     await middleware({"type": "lifespan", "state": {}}, receive, send)
     assert closed == [True]
     assert (tmp_path / "sessions.sqlite3").exists()
+
+    # Started again (a test client used twice): a new default store replaces the closed one.
+    messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    first = middleware.store
+    await middleware({"type": "lifespan", "state": {}}, receive, send)
+    assert middleware.store is not first
+    assert middleware.store._closed
 
 
 def test_store_from_url_builds_a_memory_store_and_refuses_unknown_schemes() -> None:

@@ -110,13 +110,13 @@ async def test_cycle_key_keeps_the_owner_and_flush_forgets_it(store: Store) -> N
 
 
 async def test_changing_the_owner_moves_the_session_between_indexes(store: Store) -> None:
-    cookie, public_id = await log_in(store, "alice")
+    cookie, _ = await log_in(store, "alice")
     session = await Session(make_config(store), headers_with(cookie))
     session.owner = "bob"
     assert session.modified
     await session.save()
     assert await store.list_sessions("alice") == []
-    assert [row.public_id for row in await store.list_sessions("bob")] == [public_id]
+    assert [row.public_id for row in await store.list_sessions("bob")] == [session.public_id]
     session.owner = None
     await session.save()
     assert await store.list_sessions("bob") == []

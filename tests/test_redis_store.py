@@ -292,7 +292,7 @@ async def test_changing_the_owner_moves_the_session_between_indexes(
     assert len(await rstore.list_sessions("u2")) == 1
     assert not sync_redis.exists("asgi_sessions:owner:u1")
 
-    await rstore.save(KEY, session_write(clock()))  # owner cleared
+    await rstore.save(KEY, session_write(clock(), owner=None))
     assert await rstore.list_sessions("u2") == []
 
 

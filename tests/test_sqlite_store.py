@@ -223,13 +223,14 @@ async def test_a_read_only_database_fails_saves_with_a_store_error(
         assert (await store.load(KEY)).data == {"a": "1"}  # type: ignore[union-attr]
 
 
-async def test_aclose_is_idempotent_and_the_store_reopens_on_use(
+async def test_aclose_is_idempotent_and_the_store_then_refuses_use(
     db: SQLiteStore, clock: FakeClock
 ) -> None:
     await db.save(KEY, session_write(clock(), create=True, set=encoded({"a": 1})))
     await db.aclose()
     await db.aclose()
-    assert await db.load(KEY) is not None
+    with pytest.raises(SessionStoreError, match="is closed"):
+        await db.load(KEY)
 
 
 # -- several processes on one file ----------------------------------------------------
@@ -248,7 +249,8 @@ class Deferred(SQLiteStore):
 
 def write(now, create, key, value):
     return SessionWrite(set={key: json.dumps(value)}, deleted=frozenset(), replace=False,
-                        create=create, expires_at=now + 3600, created_at=now, updated_at=now)
+                        create=create, now=now, default_expires_at=now + 3600, expires_cap=None,
+                        created_at=now)
 
 async def main():
     store = (Deferred if deferred else SQLiteStore)(path)
@@ -310,7 +312,8 @@ async def main():
     now = time.time()
     async with SQLiteStore(sys.argv[1]) as store:
         await store.save("shared", SessionWrite(set={"seed": "0"}, deleted=frozenset(),
-            replace=False, create=True, expires_at=now + 3600, created_at=now, updated_at=now))
+            replace=False, create=True, now=now, default_expires_at=now + 3600,
+            expires_cap=None, created_at=now))
 
 asyncio.run(main())
 """

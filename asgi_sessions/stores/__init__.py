@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ..errors import ImproperlyConfigured
+from ..redaction import redact_url
 from .base import OwnedSession, SessionRecord, SessionWrite, Store, StoredSession
 from .memory import MemoryStore
 
@@ -37,6 +38,7 @@ def store_from_url(url: str, **options: Any) -> Store:
     Extra keyword options go to the store's constructor.
     """
     scheme = url.partition("://")[0].lower() if "://" in url else ""
+    shown = redact_url(url)
     if scheme == "memory":
         return MemoryStore(**options)
     if scheme == "sqlite":
@@ -46,23 +48,27 @@ def store_from_url(url: str, **options: Any) -> Store:
         path = url[len("sqlite:///") :] if url.lower().startswith("sqlite:///") else ""
         if not path:
             raise ImproperlyConfigured(
-                f"The SQLite URL {url!r} names no file. Use sqlite:///sessions.sqlite3 "
+                f"The SQLite URL {shown!r} names no file. Use sqlite:///sessions.sqlite3 "
                 "(relative) or sqlite:////var/lib/app/sessions.sqlite3 (absolute)."
             )
         return SQLiteStore(path, **options)
     if scheme in ("redis", "rediss"):
         from .redis import RedisStore
 
-        if not urlsplit(url).hostname:
+        try:
+            host = urlsplit(url).hostname
+        except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+            raise ImproperlyConfigured(f"Invalid Redis URL {shown!r}: {exc}.") from exc
+        if not host:
             raise ImproperlyConfigured(
-                f"The Redis URL {url!r} names no host. Use redis://localhost:6379/0."
+                f"The Redis URL {shown!r} names no host. Use redis://localhost:6379/0."
             )
         return RedisStore.from_url(url, **options)
     if scheme == "cookie":
         from .cookie import CookieStore
 
         return CookieStore(**options)
-    raise ImproperlyConfigured(f"Unsupported session store URL {url!r}. Use one of: {_SCHEMES}.")
+    raise ImproperlyConfigured(f"Unsupported session store URL {shown!r}. Use one of: {_SCHEMES}.")
 
 
 def __getattr__(name: str) -> Any:

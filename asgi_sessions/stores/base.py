@@ -1,22 +1,27 @@
 """The store boundary: one base class, and the records that cross it.
 
-A backend subclasses :class:`Store` and implements four hooks in terms of a *store id*
+A backend subclasses :class:`Store` and implements five hooks in terms of a *store id*
 (the SHA-256 of the session key, so a leaked database cannot be replayed as cookies):
 
 - :meth:`Store.read` returns the live record or ``None``;
-- :meth:`Store.write` applies one :class:`SessionWrite` atomically;
+- :meth:`Store.write` applies one :class:`SessionWrite` atomically: a merge into the
+  stored record (or its creation), which also decides, after the merge, whether the
+  record is now empty and must go;
+- :meth:`Store.move` does the same merge and moves the result to a new id, atomically
+  (``cycle_key()``: the old id is dead from that instant);
 - :meth:`Store.remove` deletes a record;
 - :meth:`Store.purge_expired` deletes expired records and counts them.
 
-The public methods (``load``, ``save``, ``delete``, ``get``, ``clear_expired``) hash the
-key and call the hooks; only a store that keeps data somewhere other than behind a key
-(the cookie store) overrides them.
+The public methods (``load``, ``create``, ``save``, ``rotate``, ``delete``, ``get``,
+``clear_expired``) mint and hash keys and call the hooks; a store whose keys carry more
+than randomness (the cookie store, a cluster store routing by key) overrides them.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,22 +30,30 @@ from types import TracebackType
 from typing import Any, Self
 
 from ..cookies import Signer
-from ..errors import StoreCapabilityError
+from ..errors import KeyCollision, SessionStoreError, StoreCapabilityError
 from ..serializers import JSONSerializer, Serializer
 
 __all__ = [
     "Clock",
     "OwnedSession",
+    "Saved",
     "SessionRecord",
     "SessionWrite",
     "Store",
     "StoredSession",
+    "WriteOutcome",
     "hash_key",
+    "merged_data",
     "public_id_for",
 ]
 
 # A key (43 characters) plus its signature (43) and the dot; anything longer is not ours.
 _MAX_KEY_COOKIE = 128
+# 32 bytes from secrets: 256 bits, well past OWASP's 64 and ASVS 5's 128.
+_KEY_BYTES = 32
+# A collision of 256-bit keys never happens by chance; a few attempts cover a store that
+# answers "exists" for another reason (a record our clock already calls dead, say).
+_CREATE_ATTEMPTS = 5
 
 Clock = Callable[[], float]
 """Returns the current time in seconds since the epoch (``time.time`` by default)."""
@@ -73,7 +86,7 @@ class StoredSession:
     created_at: float
     updated_at: float
     expiry: str | None = None
-    """The session's own ``set_expiry`` choice, opaque to stores."""
+    """The session's own ``set_expiry`` setting (see :mod:`asgi_sessions.expiry`)."""
     owner: str | None = None
     """The user id the session is bound to (``session.owner``), or ``None``."""
     decoded: dict[str, Any] | None = None
@@ -83,7 +96,14 @@ class StoredSession:
 
 @dataclass(slots=True, frozen=True)
 class SessionWrite:
-    """Everything one save changes. A store applies it atomically or not at all."""
+    """Everything one save changes. A store applies it atomically or not at all.
+
+    Server stores merge it into what is stored: keys in ``deleted`` go, keys in ``set``
+    are written (last writer wins per key), ``owner`` and ``expiry`` are written only if
+    this request changed them, and the record's end is recomputed from the expiry setting
+    in force after the merge (:func:`asgi_sessions.expiry.resolve_expires_at`). A record
+    left without data is deleted.
+    """
 
     set: Mapping[str, str]
     """Keys to write, already encoded."""
@@ -92,16 +112,60 @@ class SessionWrite:
     replace: bool
     """Drop every stored key before applying ``set`` (``session.clear()``)."""
     create: bool
-    """``True``: the record must not exist yet (raise ``KeyCollision`` if it does).
-    ``False``: it must exist (raise ``SessionInterrupted`` if it was deleted meanwhile)."""
-    expires_at: float
+    """``True``: a new record (raise ``KeyCollision`` if the id is taken by a live one).
+    ``False``: merge into the stored record (raise ``SessionInterrupted`` if it is gone)."""
+    now: float
+    default_expires_at: float
+    """When the record ends if its expiry setting names no time of its own."""
+    expires_cap: float | None
+    """Creation + ``absolute_timeout``: the record never outlives it (``None``: no cap)."""
     created_at: float
-    updated_at: float
-    expiry: str | None = None
+    """For a new record; a merge keeps the stored creation time."""
     owner: str | None = None
+    owner_changed: bool = False
+    expiry: str | None = None
+    expiry_changed: bool = False
     full_data: Mapping[str, Any] = field(default_factory=dict)
     """The whole decoded session after the change, for stores that rewrite everything
-    (the cookie store); server stores ignore it."""
+    (the cookie store, which also writes ``owner`` and ``expiry`` as given); server
+    stores ignore it."""
+
+    def settings(self, stored_owner: str | None, stored_expiry: str | None) -> tuple[Any, Any]:
+        """The owner and expiry setting in force after merging into what is stored."""
+        return (
+            self.owner if self.owner_changed or self.create else stored_owner,
+            self.expiry if self.expiry_changed or self.create else stored_expiry,
+        )
+
+
+def merged_data(stored: Mapping[str, str], change: SessionWrite) -> dict[str, str]:
+    """The data a merge leaves: ``stored`` with ``change``'s deletions and sets applied."""
+    data = {} if change.replace or change.create else dict(stored)
+    for key in change.deleted:
+        data.pop(key, None)
+    data.update(change.set)
+    return data
+
+
+@dataclass(slots=True, frozen=True)
+class WriteOutcome:
+    """What a store's write left behind."""
+
+    alive: bool
+    """``False`` when the merge left no data, so the record was deleted."""
+    expires_at: float
+    expiry: str | None
+    """The expiry setting in force after the merge (the cookie's Max-Age depends on it)."""
+
+
+@dataclass(slots=True, frozen=True)
+class Saved:
+    """A save's result as the session needs it: the key the cookie carries, and the outcome."""
+
+    key: str
+    alive: bool
+    expires_at: float
+    expiry: str | None
 
 
 @dataclass(slots=True, frozen=True)
@@ -133,13 +197,14 @@ class OwnedSession:
 
 
 class Store:
-    """Base class of session stores. Subclasses implement the four hooks below."""
+    """Base class of session stores. Subclasses implement the hooks below."""
 
     #: ``True`` when the data travels in the cookie itself (no server-side record).
     keeps_data_in_cookie = False
 
     def __init__(self, *, clock: Clock = time.time) -> None:
         self.clock = clock
+        self._closed = False
 
     # -- hooks a backend implements -------------------------------------------------
 
@@ -147,9 +212,17 @@ class Store:
         """Return the live record for ``store_id``, or ``None`` if missing or expired."""
         raise NotImplementedError(f"{type(self).__name__} must implement read()")
 
-    async def write(self, store_id: str, change: SessionWrite) -> None:
+    async def write(self, store_id: str, change: SessionWrite) -> WriteOutcome:
         """Apply ``change`` atomically (see :class:`SessionWrite` for the rules)."""
         raise NotImplementedError(f"{type(self).__name__} must implement write()")
+
+    async def move(self, store_id: str, new_id: str, change: SessionWrite) -> WriteOutcome:
+        """Merge ``change`` into the live record and move it to ``new_id``, atomically.
+
+        Raises ``SessionInterrupted`` if the record is gone, ``KeyCollision`` if
+        ``new_id`` is taken by a live record.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement move()")
 
     async def remove(self, store_id: str) -> None:
         """Delete the record; a missing record is not an error."""
@@ -175,19 +248,64 @@ class Store:
         """The cookie value for ``session_key``."""
         return signer.sign(session_key)
 
+    def new_key(self, owner: str | None) -> str:
+        """A fresh session key (256 random bits); a store may shape it, e.g. to route it."""
+        return secrets.token_urlsafe(_KEY_BYTES)
+
     # -- what sessions and users call -----------------------------------------------
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise SessionStoreError(
+                f"{self!r} is closed, so it cannot be used any more. Create a new store, "
+                "or close it only when the app shuts down (the middleware closes only a "
+                "store it created itself)."
+            )
 
     async def load(self, session_key: str) -> StoredSession | None:
         """Load the live record for ``session_key``."""
+        if self._closed:
+            self._require_open()
         return await self.read(hash_key(session_key))
 
-    async def save(self, session_key: str, change: SessionWrite) -> str:
-        """Persist ``change``; return the value the cookie must carry (the key itself)."""
-        await self.write(hash_key(session_key), change)
-        return session_key
+    async def create(self, change: SessionWrite) -> Saved:
+        """Store a new session under a key minted here; return that key and the outcome."""
+        self._require_open()
+        for attempt in range(_CREATE_ATTEMPTS):
+            key = self.new_key(change.owner)
+            try:
+                outcome = await self.write(hash_key(key), change)
+            except KeyCollision:
+                if attempt == _CREATE_ATTEMPTS - 1:
+                    raise
+                continue
+            return Saved(key, outcome.alive, outcome.expires_at, outcome.expiry)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def save(self, session_key: str, change: SessionWrite) -> Saved:
+        """Merge ``change`` into the session stored under ``session_key``."""
+        if self._closed:
+            self._require_open()
+        outcome = await self.write(hash_key(session_key), change)
+        return Saved(session_key, outcome.alive, outcome.expires_at, outcome.expiry)
+
+    async def rotate(self, session_key: str, change: SessionWrite) -> Saved:
+        """Merge ``change``, then move the session to a new key; the old one is dead at once."""
+        self._require_open()
+        for attempt in range(_CREATE_ATTEMPTS):
+            key = self.new_key(change.owner)
+            try:
+                outcome = await self.move(hash_key(session_key), hash_key(key), change)
+            except KeyCollision:
+                if attempt == _CREATE_ATTEMPTS - 1:
+                    raise
+                continue
+            return Saved(key, outcome.alive, outcome.expires_at, outcome.expiry)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def delete(self, session_key: str) -> None:
         """Delete the session stored under ``session_key``."""
+        self._require_open()
         await self.remove(hash_key(session_key))
 
     async def get(
@@ -211,6 +329,7 @@ class Store:
 
     async def clear_expired(self) -> int:
         """Delete every expired session; return how many were removed."""
+        self._require_open()
         return await self.purge_expired()
 
     # -- log out everywhere ---------------------------------------------------------
@@ -236,7 +355,8 @@ class Store:
     # -- lifecycle ------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Release connections. Safe to call twice."""
+        """Release connections; the store refuses use afterwards. Safe to call twice."""
+        self._closed = True
 
     async def __aenter__(self) -> Self:
         return self

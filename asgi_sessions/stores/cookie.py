@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 
 from ..cookies import Signer
 from ..errors import ImproperlyConfigured, MissingDependency, StoreCapabilityError
-from .base import Clock, SessionWrite, Store, StoredSession
+from ..expiry import resolve_expires_at
+from .base import Clock, Saved, SessionWrite, Store, StoredSession
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -156,8 +157,18 @@ class CookieStore(Store):
             # Signed by us but unreadable (an older format, say): a fresh session.
             return None
 
-    async def save(self, session_key: str, change: SessionWrite) -> str:
-        """Return the new cookie payload ``body.issued.expires`` (the middleware signs it)."""
+    async def save(self, session_key: str, change: SessionWrite) -> Saved:
+        """Return the new cookie payload ``body.issued.expires`` (the middleware signs it).
+
+        The cookie is the whole record: every key, the owner and the expiry setting are
+        written as the request has them (concurrent requests do not merge: the last
+        response's cookie wins).
+        """
+        expires_at = resolve_expires_at(
+            change.expiry, change.now, change.default_expires_at, change.expires_cap
+        )
+        if not change.full_data:
+            return Saved("", False, expires_at, change.expiry)
         document = {
             "d": dict(change.full_data),
             "m": {"c": change.created_at, "x": change.expiry, "o": change.owner},
@@ -169,7 +180,16 @@ class CookieStore(Store):
         body = self._seal(text.encode())
         # The exact 4096-byte check happens where the whole Set-Cookie header is known
         # (the middleware), so it counts the name and attributes as browsers do.
-        return f"{body}.{int(change.updated_at):x}.{int(change.expires_at):x}"
+        payload = f"{body}.{int(change.now):x}.{int(expires_at):x}"
+        return Saved(payload, True, expires_at, change.expiry)
+
+    async def create(self, change: SessionWrite) -> Saved:
+        """A new cookie session: the payload is the key."""
+        return await self.save("", change)
+
+    async def rotate(self, session_key: str, change: SessionWrite) -> Saved:
+        """A new payload; the old cookie cannot be revoked (it stays valid until it expires)."""
+        return await self.save(session_key, change)
 
     async def delete(self, session_key: str) -> None:
         """Nothing to delete server-side: the middleware removes the browser's cookie."""

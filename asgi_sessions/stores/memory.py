@@ -5,7 +5,17 @@ from __future__ import annotations
 import time
 
 from ..errors import ImproperlyConfigured, KeyCollision, SessionInterrupted
-from .base import Clock, OwnedSession, SessionWrite, Store, StoredSession, public_id_for
+from ..expiry import resolve_expires_at
+from .base import (
+    Clock,
+    OwnedSession,
+    SessionWrite,
+    Store,
+    StoredSession,
+    WriteOutcome,
+    merged_data,
+    public_id_for,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -27,6 +37,9 @@ class MemoryStore(Store):
         self._records: dict[str, StoredSession] = {}
         self._by_owner: dict[str, set[str]] = {}
 
+    def __repr__(self) -> str:
+        return f"MemoryStore(max_entries={self.max_entries!r})"
+
     def __len__(self) -> int:
         return len(self._records)
 
@@ -46,39 +59,66 @@ class MemoryStore(Store):
                 if not owned:
                     del self._by_owner[record.owner]
 
-    async def read(self, store_id: str) -> StoredSession | None:
-        # The stored record itself, not a copy: readers only decode from it, and write()
-        # replaces records rather than changing one in place.
-        return self._live(store_id)
+    def _put(self, store_id: str, record: StoredSession) -> None:
+        self._drop(store_id)
+        self._records[store_id] = record
+        if record.owner is not None:
+            self._by_owner.setdefault(record.owner, set()).add(store_id)
+        while len(self._records) > self.max_entries:
+            self._drop(next(iter(self._records)))
 
-    async def write(self, store_id: str, change: SessionWrite) -> None:
+    def _merge(self, store_id: str, change: SessionWrite) -> StoredSession | None:
+        """The record ``change`` leaves (``None``: no data left); raises if it cannot apply."""
         current = self._live(store_id)
         if change.create:
             if current is not None:
                 raise KeyCollision(f"A session with store id {store_id[:12]}... already exists.")
-            data: dict[str, str] = {}
-            created_at = change.created_at
+            owner, expiry, created_at, data = change.owner, change.expiry, change.created_at, {}
         else:
             if current is None:
                 raise SessionInterrupted()
-            data = {} if change.replace else dict(current.data)
-            created_at = current.created_at
-        for key in change.deleted:
-            data.pop(key, None)
-        data.update(change.set)
-        self._drop(store_id)
-        self._records[store_id] = StoredSession(
+            owner, expiry = change.settings(current.owner, current.expiry)
+            created_at, data = current.created_at, current.data
+        data = merged_data(data, change)
+        if not data:
+            return None
+        return StoredSession(
             data=data,
-            expires_at=change.expires_at,
+            expires_at=resolve_expires_at(
+                expiry, change.now, change.default_expires_at, change.expires_cap
+            ),
             created_at=created_at,
-            updated_at=change.updated_at,
-            expiry=change.expiry,
-            owner=change.owner,
+            updated_at=change.now,
+            expiry=expiry,
+            owner=owner,
         )
-        if change.owner is not None:
-            self._by_owner.setdefault(change.owner, set()).add(store_id)
-        while len(self._records) > self.max_entries:
-            self._drop(next(iter(self._records)))
+
+    async def read(self, store_id: str) -> StoredSession | None:
+        # The stored record itself, not a copy: readers only decode from it, and write()
+        # replaces records rather than changing one in place.
+        if self._closed:
+            self._require_open()
+        return self._live(store_id)
+
+    async def write(self, store_id: str, change: SessionWrite) -> WriteOutcome:
+        record = self._merge(store_id, change)
+        return self._commit(store_id, record, change)
+
+    async def move(self, store_id: str, new_id: str, change: SessionWrite) -> WriteOutcome:
+        record = self._merge(store_id, change)
+        if self._live(new_id) is not None:
+            raise KeyCollision(f"A session with store id {new_id[:12]}... already exists.")
+        self._drop(store_id)
+        return self._commit(new_id, record, change)
+
+    def _commit(
+        self, store_id: str, record: StoredSession | None, change: SessionWrite
+    ) -> WriteOutcome:
+        if record is None:
+            self._drop(store_id)
+            return WriteOutcome(False, change.now, None)
+        self._put(store_id, record)
+        return WriteOutcome(True, record.expires_at, record.expiry)
 
     async def remove(self, store_id: str) -> None:
         self._drop(store_id)
@@ -91,6 +131,7 @@ class MemoryStore(Store):
         return len(expired)
 
     def _owned_live(self, owner: str) -> list[tuple[str, StoredSession]]:
+        self._require_open()
         live = []
         for store_id in sorted(self._by_owner.get(owner, ())):
             record = self._live(store_id)

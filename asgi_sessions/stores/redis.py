@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
@@ -29,7 +30,16 @@ from ..errors import (
     SessionInterrupted,
     SessionStoreError,
 )
-from .base import Clock, OwnedSession, SessionWrite, Store, StoredSession, public_id_for
+from ..redaction import redact_url
+from .base import (
+    Clock,
+    OwnedSession,
+    SessionWrite,
+    Store,
+    StoredSession,
+    WriteOutcome,
+    public_id_for,
+)
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -39,103 +49,10 @@ __all__ = ["RedisStore"]
 
 _DATA = "d:"
 _EXPIRES, _CREATED, _UPDATED, _EXPIRY, _OWNER = "m:e", "m:c", "m:u", "m:x", "m:o"
-# KEYS[1] session hash. ARGV: prefix, store id, now, create, replace, expires_at,
-# expires_at in ms, created_at, updated_at, expiry ("-" none, "+value"), owner (same),
-# number of deleted keys, the deleted fields, then field/value pairs to set.
-# Returns 0 on success, 1 if a create found a live record, 2 if an update found none.
-_WRITE = """
-local key = KEYS[1]
-local prefix, sid, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local create, replace = ARGV[4] == '1', ARGV[5] == '1'
-local cur = redis.call('HMGET', key, 'm:e', 'm:c', 'm:o')
-local live = cur[1] and tonumber(cur[1]) > now
-local created = ARGV[8]
-if create then
-  if live then return 1 end
-  -- A record only our clock calls dead is replaced, not merged into.
-  if cur[1] or cur[3] then redis.call('DEL', key) end
-else
-  if not live then return 2 end
-  created = cur[2]
-  if replace then redis.call('DEL', key) end
-end
--- unpack() has a bounded stack: pass long argument lists in chunks.
-local ndel = tonumber(ARGV[12])
-local i = 13
-while i < 13 + ndel do
-  local last = math.min(i + 499, 12 + ndel)
-  redis.call('HDEL', key, unpack(ARGV, i, last))
-  i = last + 1
-end
-local meta = {'m:e', ARGV[6], 'm:c', created, 'm:u', ARGV[9]}
-local unset = {}
-if string.sub(ARGV[10], 1, 1) == '+' then
-  table.insert(meta, 'm:x'); table.insert(meta, string.sub(ARGV[10], 2))
-else
-  table.insert(unset, 'm:x')
-end
-local owner = false
-if string.sub(ARGV[11], 1, 1) == '+' then
-  owner = string.sub(ARGV[11], 2)
-  table.insert(meta, 'm:o'); table.insert(meta, owner)
-else
-  table.insert(unset, 'm:o')
-end
-if #unset > 0 then redis.call('HDEL', key, unpack(unset)) end
-redis.call('HSET', key, unpack(meta))
-while i <= #ARGV do
-  local last = math.min(i + 999, #ARGV)
-  redis.call('HSET', key, unpack(ARGV, i, last))
-  i = last + 1
-end
-redis.call('PEXPIREAT', key, ARGV[7])
-if cur[3] and cur[3] ~= owner then
-  redis.call('ZREM', prefix .. 'owner:' .. cur[3], sid)
-end
-if owner then
-  local okey = prefix .. 'owner:' .. owner
-  redis.call('ZADD', okey, ARGV[6], sid)
-  -- The index lives as long as the owner's longest-lived session.
-  local top = redis.call('ZRANGE', okey, -1, -1, 'WITHSCORES')
-  redis.call('PEXPIREAT', okey, string.format('%d', math.ceil(tonumber(top[2]) * 1000)))
-end
-return 0
-"""
 
-# KEYS: session hashes. ARGV[1]: prefix. Deletes them and their owner-index entries;
-# returns how many existed.
-_REMOVE = """
-local prefix = ARGV[1]
-local n = 0
-for _, key in ipairs(KEYS) do
-  local owner = redis.call('HGET', key, 'm:o')
-  if owner then
-    redis.call('ZREM', prefix .. 'owner:' .. owner, string.sub(key, #prefix + 1))
-  end
-  n = n + redis.call('DEL', key)
-end
-return n
-"""
 
-# KEYS[1]: the owner's set. ARGV: prefix, owner, now. Returns store id, created, updated,
-# expires for each live session, and drops members whose hash vanished (Redis expired
-# it natively), expired, or now belongs to someone else.
-_LIST = """
-local okey, prefix, owner, now = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
-local out = {}
-for _, sid in ipairs(redis.call('ZRANGE', okey, 0, -1)) do
-  local key = prefix .. sid
-  local m = redis.call('HMGET', key, 'm:e', 'm:c', 'm:u', 'm:o')
-  if m[1] and m[4] == owner and tonumber(m[1]) > now then
-    table.insert(out, sid); table.insert(out, m[2])
-    table.insert(out, m[3]); table.insert(out, m[1])
-  else
-    if m[1] and m[4] == owner then redis.call('DEL', key) end
-    redis.call('ZREM', okey, sid)
-  end
-end
-return out
-"""
+def _script(name: str) -> str:
+    return (resources.files(__package__) / "lua" / f"{name}.lua").read_text()
 
 
 def _import_redis() -> Any:
@@ -182,16 +99,15 @@ class RedisStore(Store):
         self.client = client
         self.prefix = prefix
         self._owns_client = False
-        self._closed = False
         # from_url() bounds concurrent commands to its pool's size, so a burst queues here
         # instead of failing with "Too many connections"; a client you pass in is yours.
         self._gate: asyncio.Semaphore | None = None
         self._pool_timeout = 5.0
         self._errors: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
         self._where = _describe(client)
-        self._write: AsyncScript = client.register_script(_WRITE)
-        self._remove: AsyncScript = client.register_script(_REMOVE)
-        self._list: AsyncScript = client.register_script(_LIST)
+        self._write: AsyncScript = client.register_script(_script("write"))
+        self._remove: AsyncScript = client.register_script(_script("remove"))
+        self._list: AsyncScript = client.register_script(_script("list"))
 
     @classmethod
     def from_url(
@@ -234,7 +150,9 @@ class RedisStore(Store):
                 **client_options,
             )
         except ValueError as exc:
-            raise ImproperlyConfigured(f"Invalid Redis URL {url!r}: {exc}") from exc
+            raise ImproperlyConfigured(
+                f"Invalid Redis URL {redact_url(url)!r}: {redact_url(str(exc))}"
+            ) from exc
         store = cls(client, prefix=prefix, clock=clock)
         store._owns_client = True
         # A semaphore rather than redis-py's BlockingConnectionPool: that pool pays an
@@ -242,6 +160,9 @@ class RedisStore(Store):
         store._gate = asyncio.Semaphore(max_connections)
         store._pool_timeout = pool_timeout
         return store
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self._where!r})"
 
     def _failure(self, doing: str, exc: BaseException) -> SessionStoreError:
         return SessionStoreError(
@@ -254,6 +175,8 @@ class RedisStore(Store):
         self, doing: str, command: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
     ) -> Any:
         """Run one Redis command; a failure becomes a SessionStoreError saying what failed."""
+        if self._closed:
+            self._require_open()
         gate = self._gate
         if gate is not None:
             await self._acquire(gate, doing)
@@ -308,32 +231,46 @@ class RedisStore(Store):
             owner=meta.get(_OWNER),
         )
 
-    async def write(self, store_id: str, change: SessionWrite) -> None:
+    async def write(self, store_id: str, change: SessionWrite) -> WriteOutcome:
+        return await self._save(store_id, store_id, change)
+
+    async def move(self, store_id: str, new_id: str, change: SessionWrite) -> WriteOutcome:
+        return await self._save(store_id, new_id, change)
+
+    async def _save(self, store_id: str, new_id: str, change: SessionWrite) -> WriteOutcome:
         deleted = [_DATA + key for key in change.deleted if key not in change.set]
+        cap = change.expires_cap
         args: list[str | int] = [
             self.prefix,
             store_id,
-            repr(self.clock()),
+            new_id,
+            repr(change.now),
             int(change.create),
             int(change.replace),
-            repr(change.expires_at),
-            round(change.expires_at * 1000),
-            repr(change.created_at),
-            repr(change.updated_at),
-            _flag(change.expiry),
+            int(change.owner_changed),
             _flag(change.owner),
+            int(change.expiry_changed),
+            _flag(change.expiry),
+            repr(change.default_expires_at),
+            "" if cap is None else repr(cap),
+            repr(change.created_at),
             len(deleted),
             *deleted,
         ]
         for key, value in change.set.items():
             args += (_DATA + key, value)
-        outcome = await self._call(
-            "saving a session", self._write, keys=[self.prefix + store_id], args=args
-        )
-        if outcome == 1:
-            raise KeyCollision(f"A session with store id {store_id[:12]}... already exists.")
-        if outcome == 2:
+        keys = [self.prefix + store_id, self.prefix + new_id]
+        reply = await self._call("saving a session", self._write, keys=keys, args=args)
+        if reply[0] == 1:
+            raise KeyCollision(f"A session with store id {new_id[:12]}... already exists.")
+        if reply[0] == 2:
             raise SessionInterrupted()
+        expiry = _text(reply[3])
+        return WriteOutcome(
+            alive=reply[1] == 1,
+            expires_at=float(_text(reply[2])),
+            expiry=expiry[1:] if expiry else None,
+        )
 
     async def remove(self, store_id: str) -> None:
         await self._remove_ids([store_id])
@@ -377,8 +314,10 @@ class RedisStore(Store):
         return await self._remove_ids(ids)
 
     async def aclose(self) -> None:
-        if self._owns_client and not self._closed:
-            self._closed = True
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_client:
             await self.client.aclose()
 
 

@@ -23,7 +23,16 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from ..errors import KeyCollision, SessionInterrupted, SessionStoreError
-from .base import Clock, OwnedSession, SessionWrite, Store, StoredSession, public_id_for
+from ..expiry import resolve_expires_at
+from .base import (
+    Clock,
+    OwnedSession,
+    SessionWrite,
+    Store,
+    StoredSession,
+    WriteOutcome,
+    public_id_for,
+)
 
 __all__ = ["SQLiteStore"]
 
@@ -59,6 +68,8 @@ _PUT = "INSERT OR REPLACE INTO session_data (sid, key, value) VALUES (?, ?, ?)"
 _DROP_KEY = "DELETE FROM session_data WHERE sid = ? AND key = ?"
 _DROP_DATA = "DELETE FROM session_data WHERE sid = ?"
 _DROP_SESSION = "DELETE FROM sessions WHERE id = ?"
+_LIVE_META = "SELECT created_at, expiry, owner FROM sessions WHERE id = ? AND expires_at > ?"
+_HAS_DATA = "SELECT 1 FROM session_data WHERE sid = ? LIMIT 1"
 
 # How often a write that still finds the file locked after busy_timeout is tried again.
 _BUSY_RETRIES = 3
@@ -113,7 +124,9 @@ class SQLiteStore(Store):
     async def _connection(self) -> aiosqlite.Connection:
         if self._db is not None:
             return self._db
+        self._require_open()
         async with self._open_lock:
+            self._require_open()
             if self._db is None:
                 self._db = await self._open()
         return self._db
@@ -124,9 +137,14 @@ class SQLiteStore(Store):
                 await asyncio.to_thread(Path(self.path).parent.mkdir, parents=True, exist_ok=True)
             except OSError as exc:
                 raise self._failure("create its directory", exc) from exc
+        # isolation_level=None: we issue BEGIN ourselves, so reads stay in autocommit.
+        db = aiosqlite.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        # aiosqlite's worker thread is not a daemon: a store nobody closed (an app driven
+        # without lifespan, say) would keep the interpreter from exiting. Committed data is
+        # safe if it dies with the process; SQLite rolls back what was not committed.
+        db._thread.daemon = True
         try:
-            # isolation_level=None: we issue BEGIN ourselves, so reads stay in autocommit.
-            db = await aiosqlite.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+            await db
         except sqlite3.Error as exc:
             raise self._failure("open the database", exc) from exc
         try:
@@ -198,61 +216,79 @@ class SQLiteStore(Store):
             owner=owner,
         )
 
-    async def write(self, store_id: str, change: SessionWrite) -> None:
-        now = self.clock()
-        puts = [(store_id, key, value) for key, value in change.set.items()]
-        drops = [(store_id, key) for key in change.deleted]
-
-        def save(conn: sqlite3.Connection) -> None:
+    async def write(self, store_id: str, change: SessionWrite) -> WriteOutcome:
+        def save(conn: sqlite3.Connection) -> WriteOutcome:
             with _transaction(conn, self._begin):
-                if change.create:
-                    row = conn.execute(
-                        "SELECT expires_at FROM sessions WHERE id = ?", (store_id,)
-                    ).fetchone()
-                    if row is not None and row[0] > now:
-                        raise KeyCollision(
-                            f"A session with store id {store_id[:12]}... already exists."
-                        )
-                    if row is not None:  # an expired record under the same id: overwrite
-                        conn.execute(_DROP_DATA, (store_id,))
-                    conn.execute(
-                        "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
-                        (
-                            store_id,
-                            change.created_at,
-                            change.updated_at,
-                            change.expires_at,
-                            change.expiry,
-                            change.owner,
-                        ),
-                    )
-                else:
-                    # One statement both checks that the record is still alive and renews
-                    # it: no row changed means it was deleted (or expired) meanwhile.
-                    updated = conn.execute(
-                        "UPDATE sessions SET updated_at = ?, expires_at = ?, expiry = ?, "
-                        "owner = ? WHERE id = ? AND expires_at > ?",
-                        (
-                            change.updated_at,
-                            change.expires_at,
-                            change.expiry,
-                            change.owner,
-                            store_id,
-                            now,
-                        ),
-                    )
-                    if updated.rowcount == 0:
-                        raise SessionInterrupted()
-                    if change.replace:
-                        conn.execute(_DROP_DATA, (store_id,))
-                    elif drops:
-                        conn.executemany(_DROP_KEY, drops)
-                if len(puts) == 1:
-                    conn.execute(_PUT, puts[0])
-                elif puts:
-                    conn.executemany(_PUT, puts)
+                return self._apply(conn, store_id, store_id, change)
 
-        await self._run("save a session", save)
+        return await self._run("save a session", save)
+
+    async def move(self, store_id: str, new_id: str, change: SessionWrite) -> WriteOutcome:
+        def move(conn: sqlite3.Connection) -> WriteOutcome:
+            with _transaction(conn, self._begin):
+                if self._is_live(conn, new_id):
+                    raise KeyCollision(f"A session with store id {new_id[:12]}... already exists.")
+                conn.execute(_DROP_DATA, (new_id,))  # an expired record under the new id
+                conn.execute(_DROP_SESSION, (new_id,))
+                return self._apply(conn, store_id, new_id, change)
+
+        return await self._run("rotate a session key", move)
+
+    def _is_live(self, conn: sqlite3.Connection, store_id: str) -> bool:
+        row = conn.execute("SELECT expires_at FROM sessions WHERE id = ?", (store_id,)).fetchone()
+        return row is not None and row[0] > self.clock()
+
+    def _apply(
+        self, conn: sqlite3.Connection, store_id: str, new_id: str, change: SessionWrite
+    ) -> WriteOutcome:
+        """Merge ``change`` into ``store_id`` and leave the result under ``new_id``
+        (inside the caller's transaction)."""
+        now = self.clock()
+        if change.create:
+            if self._is_live(conn, store_id):
+                raise KeyCollision(f"A session with store id {store_id[:12]}... already exists.")
+            conn.execute(_DROP_DATA, (store_id,))  # an expired record under the same id
+            owner, expiry, created_at = change.owner, change.expiry, change.created_at
+        else:
+            row = conn.execute(_LIVE_META, (store_id, now)).fetchone()
+            if row is None:
+                raise SessionInterrupted()
+            created_at = row[0]
+            owner, expiry = change.settings(row[2], row[1])
+        expires_at = resolve_expires_at(
+            expiry, change.now, change.default_expires_at, change.expires_cap
+        )
+        if change.create or new_id != store_id:
+            conn.execute(_DROP_SESSION, (store_id,))
+            conn.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
+                (new_id, created_at, change.now, expires_at, expiry, owner),
+            )
+        else:
+            conn.execute(
+                "UPDATE sessions SET updated_at = ?, expires_at = ?, expiry = ?, owner = ? "
+                "WHERE id = ?",
+                (change.now, expires_at, expiry, owner, store_id),
+            )
+        if change.replace:
+            conn.execute(_DROP_DATA, (store_id,))
+        elif change.deleted:
+            conn.executemany(_DROP_KEY, [(store_id, key) for key in change.deleted])
+        if new_id != store_id:
+            conn.execute("UPDATE session_data SET sid = ? WHERE sid = ?", (new_id, store_id))
+        puts = [(new_id, key, value) for key, value in change.set.items()]
+        if len(puts) == 1:
+            conn.execute(_PUT, puts[0])
+        elif puts:
+            conn.executemany(_PUT, puts)
+        elif (change.replace or change.deleted) and conn.execute(
+            _HAS_DATA, (new_id,)
+        ).fetchone() is None:
+            # Emptiness is decided here, after the merge: only a record with no key left
+            # goes (a concurrent request may have added one since this one loaded).
+            conn.execute(_DROP_SESSION, (new_id,))
+            return WriteOutcome(False, expires_at, expiry)
+        return WriteOutcome(True, expires_at, expiry)
 
     async def remove(self, store_id: str) -> None:
         def remove(conn: sqlite3.Connection) -> None:
@@ -325,6 +361,7 @@ class SQLiteStore(Store):
     # -- lifecycle ------------------------------------------------------------------
 
     async def aclose(self) -> None:
+        self._closed = True
         async with self._open_lock:
             db, self._db = self._db, None
             if db is not None:

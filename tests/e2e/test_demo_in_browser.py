@@ -6,6 +6,7 @@ SQLite file) is shared by the whole module.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Callable
@@ -175,24 +176,40 @@ def test_logout_flushes_the_session_and_removes_the_cookie(
     assert "Log in to see your sessions" in text(page, "#message")
 
 
-def test_a_nested_change_without_modified_is_lost_after_reload(
+def test_a_nested_change_is_kept_with_or_without_modified_after_reload(
     page: Page, screenshot: Screenshot
 ) -> None:
     page.goto("/cart")
     assert text(page, "#cart") == "[]"
 
-    click_and_load(page, "text=Append in place (lost)")
+    click_and_load(page, "text=Append in place (kept)")
     assert text(page, "#cart") == '["item 1"]'
     assert text(page, "#session-writes") == "This request does not change the session."
     click_and_load(page, "#reload")
-    assert text(page, "#cart") == "[]"
+    assert text(page, "#cart") == '["item 1"]'
 
     click_and_load(page, "text=session.modified = True (kept)")
-    assert text(page, "#cart") == '["item 1"]'
+    assert text(page, "#cart") == '["item 1", "item 2"]'
     assert text(page, "#session-writes") == "This request changes the session."
     click_and_load(page, "#reload")
-    assert text(page, "#cart") == '["item 1"]'
+    assert text(page, "#cart") == '["item 1", "item 2"]'
     screenshot(page, "cart")
+
+
+def test_two_requests_sent_at_once_each_keep_their_change(
+    page: Page, screenshot: Screenshot
+) -> None:
+    page.goto("/together")
+    page.fill("#colour-choice", "plum")
+    page.click("#fire")
+    page.wait_for_function("document.querySelector('#after').textContent !== '-'")
+    # Both requests loaded the session before either saved ("together").
+    assert text(page, "#statuses") == "200 together, 200 together"
+    after = json.loads(text(page, "#after"))
+    assert after == {"fav_color": "plum", "note": "written at the same time", "flash": None}
+    page.reload()
+    assert "plum" in text(page, "#greeting")
+    screenshot(page, "together")
 
 
 def test_a_form_posted_without_its_csrf_token_is_refused(
