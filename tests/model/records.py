@@ -63,6 +63,11 @@ def expires_at(options: Options, setting: str | None, now: float, created_at: fl
     return base
 
 
+def renew_interval(options: Options) -> float:
+    # contract-v2, "Landed": renew_interval is capped at a tenth of the record lifetime.
+    return min(options.renew_interval, default_age(options) / 10)
+
+
 def browser_session(options: Options, setting: str | None) -> bool:
     # "no Max-Age at all when the effective setting is browser-session ("s:0", or None
     # with max_age=None), even with absolute_timeout"
@@ -94,7 +99,8 @@ class Held:
     known_expires_at: float = 0.0
     """The record's end as this request last saw it (loaded or written): the line between
     "expired" and "deleted" when a save finds the record gone."""
-    loaded_updated_at: float = 0.0
+    updated_at: float = 0.0
+    """The record's last write as this request knows it (loaded, or its own write)."""
     pending: set[str] = field(default_factory=set)
     replace: bool = False
     all_present: bool = False
@@ -103,8 +109,6 @@ class Held:
     baselines: dict[str, str] = field(default_factory=dict)
     """JSON of each list/dict value handed out to the app, as it was when handed out
     (first time since load or the last write)."""
-    renewable: bool = False
-    """Loaded alive from the request's cookie and not written since: a renewal candidate."""
     wrote: bool = False
     """This request wrote the record it is bound to: the response sets the cookie."""
     write_expires_at: float = 0.0
@@ -157,4 +161,4 @@ class Held:
         self.rid = None
         self.local.clear()
         self.owner = self.expiry = None
-        self.renewable = self.wrote = False
+        self.wrote = False

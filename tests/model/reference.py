@@ -19,10 +19,12 @@ Where contract-v2 is silent, the model decides (each marked "decided" below):
 4. After an expired save or a merge that left no data, the session is as after
    ``flush()`` without the delete: no key, no data, owner and expiry setting forgotten.
 5. A rotation (``cycle_key()``, owner change) that finds its record gone follows the
-   gone rules of a save; a session created in this request counts as already rotated.
+   gone rules of a save.
 6. A cookie is deleted only if the request carried one; a 400 or a 5xx response carries
    no Set-Cookie at all (nothing is saved, even after ``flush()``).
-7. A request that wrote during the request gets no renewal at the end.
+7. A renewal is due ``renew_interval`` after the session's last write, also a write this
+   request made; an explicit ``save()`` writes nested changes whatever
+   ``detect_nested_changes`` says (the app asked to save).
 8. A Set-Cookie whose Max-Age is 0 or less counts as deleting the cookie.
 9. A nested change is measured against the value's JSON when first handed out since the
    load or the request's last write; ``popitem()`` may take any present item; the order
@@ -37,7 +39,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from tests.model import program as p
-from tests.model.records import Held, Record, browser_session, encode_setting, expires_at
+from tests.model.records import (
+    Held,
+    Record,
+    browser_session,
+    encode_setting,
+    expires_at,
+    renew_interval,
+)
 
 READS = frozenset({"load", "get"})
 
@@ -211,8 +220,7 @@ class Model:
             held.local = copy.deepcopy(record.data)
             held.owner, held.expiry = record.owner, record.expiry
             held.known_expires_at = record.expires_at
-            held.loaded_updated_at = record.updated_at
-            held.renewable = True
+            held.updated_at = record.updated_at
             self.note(f"R{req.number} loads {record.label()} {record.data}")
         else:
             self.note(f"R{req.number} loads a fresh session")
@@ -503,7 +511,9 @@ class Model:
             if held.local:
                 self._create(req)
             return
-        pending = held.has_pending(self.options.detect_nested_changes)
+        # An explicit save() is "saving anyway": nested changes go with it whatever
+        # detect_nested_changes says.
+        pending = held.has_pending(self.options.detect_nested_changes or not at_finish)
         renewal = at_finish and not pending and self._renewal_due(held)
         if not (pending or renewal):
             return
@@ -512,17 +522,15 @@ class Model:
         self._merge(req, rotate=rotate)
 
     def _renewal_due(self, held: Held) -> bool:
-        return (
-            self.options.save_every_request
-            and held.renewable
-            and self.now - held.loaded_updated_at >= self.options.renew_interval
+        # decided: due since the session's last write, also one this request made
+        return self.options.save_every_request and self.now - held.updated_at >= renew_interval(
+            self.options
         )
 
     def _create(self, req: RequestModel) -> None:
         held = req.held
         record = self._new_record(copy.deepcopy(held.local), held.owner, held.expiry, self.now)
         held.rid = record.rid
-        held.rotated = True
         self._wrote(req, record)
         self.note(f"R{req.number} creates {record.label()} {record.data} owner={record.owner}")
 
@@ -572,7 +580,7 @@ class Model:
         held = req.held
         held.consumed()
         held.wrote = True
-        held.renewable = False
+        held.updated_at = self.now
         held.write_expires_at = held.known_expires_at = record.expires_at
         held.write_setting = record.expiry
 
