@@ -341,7 +341,7 @@ _LOCAL_OPS: list[tuple[int, list[Op]]] = [
     (1, [CycleKey()]),
     (1, [Flush()]),
     (1, [Save()]),
-    (1, [Tick(seconds) for seconds in TICKS]),
+    (2, [Tick(seconds) for seconds in TICKS]),
 ]
 _ADMIN_OPS: list[tuple[int, list[Op]]] = [
     (1, [Revoke(owner, client) for owner in range(OWNER_SLOTS) for client in range(3)]),

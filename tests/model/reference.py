@@ -34,6 +34,7 @@ Where contract-v2 is silent, the model decides (each marked "decided" below):
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -131,12 +132,16 @@ class Model:
         self.jars: list[int | None] = [None] * clients
         self.trace: list[str] = []
         self.divergences: list[str] = []
+        self.events: Counter[str] = Counter()
         self._keys: set[str] = set()
 
     # -- bookkeeping ---------------------------------------------------------------------
 
-    def note(self, line: str) -> None:
+    def note(self, line: str, event: str | None = None) -> None:
+        """Trace ``line``; ``event`` counts a path of the contract the program reached."""
         self.trace.append(f"t+{self.now - self.start:g}s {line}")
+        if event is not None:
+            self.events[event] += 1
 
     def diverge(self, req: RequestModel | None, message: str) -> None:
         where = f"R{req.number}: " if req is not None else ""
@@ -207,7 +212,10 @@ class Model:
                 req.expected = self._store_op(req, req.op)
             except Interrupted:
                 req.expect_interrupted = True
-                self.note(f"R{req.number} {req.op}: record deleted meanwhile -> interrupted")
+                self.note(
+                    f"R{req.number} {req.op}: record deleted meanwhile -> interrupted",
+                    "interrupted",
+                )
         else:
             self._finish(req)
 
@@ -429,6 +437,7 @@ class Model:
         elif isinstance(op, p.Flush):
             if held.rid is not None and not self.cookie_store:
                 self.records[held.rid].deleted = True
+                self.note(f"R{req.number} flushes #{held.rid}", "flush")
             held.drop()
             req.removal = req.modified = True
         elif isinstance(op, p.Revoke):
@@ -450,7 +459,7 @@ class Model:
         owner = self.owner_name(op.owner)
         if record is not None and record.alive(self.now) and record.owner == owner:
             record.deleted = True
-            self.note(f"R{req.number} revokes {record.label()}")
+            self.note(f"R{req.number} revokes {record.label()}", "revoke")
             return 1
         return 0
 
@@ -462,7 +471,9 @@ class Model:
             if record.alive(self.now) and record.owner == owner and record.rid != keep:
                 record.deleted = True
                 ended += 1
-        self.note(f"R{req.number} revoke_all({owner}) ends {ended}")
+        self.note(
+            f"R{req.number} revoke_all({owner}) ends {ended}", "revoke_all" if ended else None
+        )
         return ended
 
     def listing(self, owner: str | None) -> list[list[Any]]:
@@ -488,7 +499,7 @@ class Model:
         try:
             self._save(req, at_finish=True)
         except Interrupted:
-            self.note(f"R{req.number} save: record deleted meanwhile -> 400")
+            self.note(f"R{req.number} save: record deleted meanwhile -> 400", "interrupted")
             req.outcome = Outcome(400, "keep")
             return
         req.outcome = self._cookie(req)
@@ -532,7 +543,9 @@ class Model:
         record = self._new_record(copy.deepcopy(held.local), held.owner, held.expiry, self.now)
         held.rid = record.rid
         self._wrote(req, record)
-        self.note(f"R{req.number} creates {record.label()} {record.data} owner={record.owner}")
+        self.note(
+            f"R{req.number} creates {record.label()} {record.data} owner={record.owner}", "create"
+        )
 
     def _merge(self, req: RequestModel, *, rotate: bool) -> None:
         """A merge (or, with ``rotate``, a rotation) into the request's record, atomically."""
@@ -543,6 +556,7 @@ class Model:
             self._gone(req)
             return
         sets, removed = held.changes()
+        changed = bool(sets or removed or held.replace or held.owner_changed or held.expiry_changed)
         data = {} if held.replace else copy.deepcopy(record.data)
         for key in removed:
             data.pop(key, None)
@@ -559,7 +573,7 @@ class Model:
                 record.deleted = True
             held.drop()
             req.removal = True
-            self.note(f"R{req.number} empties {record.label()}: deleted")
+            self.note(f"R{req.number} empties {record.label()}: deleted", "emptied")
             return
         if rotate or self.cookie_store:
             # A cookie-store write is a new cookie: the old one stays valid as it was.
@@ -574,7 +588,10 @@ class Model:
             held.rotated = True
         self._wrote(req, target)
         verb = "rotates into" if rotate else "writes"
-        self.note(f"R{req.number} {verb} {target.label()} {target.data} owner={target.owner}")
+        event = "rotate" if rotate else ("merge" if changed else "renewal")
+        self.note(
+            f"R{req.number} {verb} {target.label()} {target.data} owner={target.owner}", event
+        )
 
     def _wrote(self, req: RequestModel, record: Record) -> None:
         held = req.held
@@ -588,7 +605,7 @@ class Model:
         """contract-v2: a save whose record is gone."""
         if self.now >= req.held.known_expires_at:
             # "expired": nothing saved, local data dropped, cookie deleted
-            self.note(f"R{req.number} save: record expired -> dropped")
+            self.note(f"R{req.number} save: record expired -> dropped", "expired")
             req.held.drop()
             req.removal = True
             return

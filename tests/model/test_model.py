@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -67,6 +68,7 @@ class ModelRun:
         self.programs = 0
         self.failures = 0
         self.first_failure: tuple[int, float] | None = None
+        self.events: Counter[str] = Counter()
         self.started = time.monotonic()
 
     async def check(self, program: Program) -> None:
@@ -81,6 +83,7 @@ class ModelRun:
             await harness.run()
         except Stuck as exc:
             harness.model.diverge(None, str(exc))
+        self.events.update(harness.model.events)
         if harness.model.divergences:
             self.failures += 1
             if self.first_failure is None:
@@ -115,7 +118,8 @@ class ModelRun:
             line += ", 0 divergences"
         if not self.store.keeps_data_in_cookie and not audit.has_audit(self.store):
             line += f" (no integrity audit for {type(self.store).__name__})"
-        return line
+        reached = ", ".join(f"{name} {count}" for name, count in sorted(self.events.items()))
+        return f"{line}\n  paths reached: {reached}"
 
 
 @pytest.fixture
