@@ -20,6 +20,7 @@ import orjson
 from asgi_sessions import SessionMiddleware, Store
 from asgi_sessions.stores.base import hash_key, public_id_for
 from tests.clock import FakeClock
+from tests.model import ops as o
 from tests.model import program as p
 from tests.model.checks import listing_rows, store_problems
 from tests.model.reference import Model, Observed, RequestModel
@@ -88,7 +89,7 @@ class Runner(Parked):
         if self.spec.touch:
             await session
             for index, op in enumerate(self.spec.ops, 1):
-                await self.gate(f"op {index} `{op}`", moves_clock=isinstance(op, p.Tick))
+                await self.gate(f"op {index} `{op}`", moves_clock=isinstance(op, o.Tick))
                 model.begin_op(self.model, op)
                 try:
                     result = await self.harness.execute(op, session)
@@ -162,77 +163,77 @@ class Harness:
             if self.model.divergences:
                 return
 
-    async def execute(self, op: p.Op, session: Any) -> Any:
+    async def execute(self, op: o.Op, session: Any) -> Any:
         """Do ``op`` on the real session (or store); return what the model predicts."""
-        if isinstance(op, p.Get):
+        if isinstance(op, o.Get):
             return copy.deepcopy(session.get(op.key))
-        if isinstance(op, p.Set):
+        if isinstance(op, o.Set):
             session[op.key] = copy.deepcopy(op.value)
-        elif isinstance(op, p.Del):
+        elif isinstance(op, o.Del):
             if op.key not in session:
                 return False
             del session[op.key]
             return True
-        elif isinstance(op, p.Pop):
+        elif isinstance(op, o.Pop):
             return copy.deepcopy(session.pop(op.key, None))
-        elif isinstance(op, p.PopItem):
+        elif isinstance(op, o.PopItem):
             if not len(session):
                 return None
             key, value = session.popitem()
             return [key, copy.deepcopy(value)]
-        elif isinstance(op, p.SetDefault):
+        elif isinstance(op, o.SetDefault):
             return copy.deepcopy(session.setdefault(op.key, copy.deepcopy(op.value)))
-        elif isinstance(op, p.Update):
+        elif isinstance(op, o.Update):
             items = {key: copy.deepcopy(value) for key, value in op.items}
             if op.ior:
                 session |= items
             else:
                 session.update(items)
-        elif isinstance(op, p.Clear):
+        elif isinstance(op, o.Clear):
             session.clear()
-        elif isinstance(op, p.Nested):
+        elif isinstance(op, o.Nested):
             return self._nested(op, session)
-        elif isinstance(op, p.SetExpiry):
+        elif isinstance(op, o.SetExpiry):
             session.set_expiry(self._expiry_value(op))
-        elif isinstance(op, p.SetOwner):
+        elif isinstance(op, o.SetOwner):
             session.owner = self.model.owner_name(op.owner)
-        elif isinstance(op, p.Snapshot):
+        elif isinstance(op, o.Snapshot):
             return _snapshot(op.kind, session)
-        elif isinstance(op, p.BadSet):
-            key, value = p.BAD_VALUES[op.kind]
+        elif isinstance(op, o.BadSet):
+            key, value = o.BAD_VALUES[op.kind]
             try:
                 session[key] = value
             except TypeError:
                 return "refused"
             return "accepted"
-        elif isinstance(op, p.Tick):
+        elif isinstance(op, o.Tick):
             self.clock.advance(op.seconds)  # the model moved its own clock in begin_op
         else:
             return await self._execute_io(op, session)
         return None
 
-    async def _execute_io(self, op: p.Op, session: Any) -> Any:
+    async def _execute_io(self, op: o.Op, session: Any) -> Any:
         store, owner_name = self.store, self.model.owner_name
-        if isinstance(op, p.CycleKey):
+        if isinstance(op, o.CycleKey):
             await session.cycle_key()
-        elif isinstance(op, p.Flush):
+        elif isinstance(op, o.Flush):
             await session.flush()
-        elif isinstance(op, p.Save):
+        elif isinstance(op, o.Save):
             await session.save()
-        elif isinstance(op, p.Revoke):
+        elif isinstance(op, o.Revoke):
             return await store.revoke(owner_name(op.owner), self._public_id_of_client(op.client))
-        elif isinstance(op, p.RevokeAll):
+        elif isinstance(op, o.RevokeAll):
             key = session.session_key
             keep = public_id(key) if op.keep_self and key is not None else None
             return await store.revoke_all(owner_name(op.owner), keep=keep)
-        elif isinstance(op, p.ListSessions):
+        elif isinstance(op, o.ListSessions):
             return listing_rows(await store.list_sessions(owner_name(op.owner)))
         else:
             raise AssertionError(f"unknown op {op!r}")
         return None
 
     @staticmethod
-    def _nested(op: p.Nested, session: Any) -> str:
+    def _nested(op: o.Nested, session: Any) -> str:
         value = session.get(op.key)
         kind = "other"
         if isinstance(value, list):
@@ -245,7 +246,7 @@ class Harness:
             session.modified = True
         return kind
 
-    def _expiry_value(self, op: p.SetExpiry) -> Any:
+    def _expiry_value(self, op: o.SetExpiry) -> Any:
         if op.kind == "int":
             return op.seconds
         if op.kind == "zero":

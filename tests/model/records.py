@@ -114,7 +114,9 @@ class Held:
     write_expires_at: float = 0.0
     write_setting: str | None = None
     rotated: bool = False
-    """This request already gave the session a fresh key (cycle_key, creation)."""
+    """This request already rotated the session's key (cycle_key, owner change)."""
+    modified: bool = False
+    """``session.modified``: any change, set_expiry, owner change, clear, flush, cycle_key."""
 
     def handout(self, key: str) -> None:
         value = self.local.get(key)
@@ -123,6 +125,7 @@ class Held:
 
     def mark(self, key: str) -> None:
         self.pending.add(key)
+        self.modified = True
 
     def nested_changes(self) -> set[str]:
         return {
