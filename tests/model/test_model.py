@@ -2,9 +2,10 @@
 
 Runs on every store of the ``any_store`` matrix (the cookie store with the programs that
 apply to it: one request at a time per client, no revoke or listing). ``MODEL_PROGRAMS``
-sets the number of programs per store (200 by default; ``make check-model`` runs
-100,000). Each store is opened once per test; programs are kept apart by fresh owners and
-keys, and by a wipe of the store where its audit knows how (tests/model/audit.py).
+sets the number of programs per store (300 by default; ``make check-model`` runs
+100,000, in chunks of ``MODEL_CHUNK``). Each store is opened once per chunk; programs
+are kept apart by fresh owners and keys, and by a wipe of the store where its audit
+knows how (tests/model/audit.py).
 
 A failure prints the shrunk program, the interleaving the scheduler chose, the model's
 trace and the first divergence, plus how many programs it took to find.
@@ -15,7 +16,6 @@ from __future__ import annotations
 import inspect
 import os
 import time
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,15 +26,19 @@ from hypothesis import strategies as st
 from asgi_sessions import SessionMiddleware, Store
 from tests.clock import FakeClock
 from tests.model import audit
-from tests.model.conftest import SUMMARY_KEY
+from tests.model.conftest import TALLIES, Tally
 from tests.model.harness import Harness
 from tests.model.program import Program, program_strategy
 from tests.model.scheduler import Stuck, gate_store
 
-PROGRAMS = int(os.environ.get("MODEL_PROGRAMS", "200"))
+PROGRAMS = int(os.environ.get("MODEL_PROGRAMS", "300"))
+# Hypothesis keeps every example of a run in memory (~40 KB each here): a long run is cut
+# into chunks of at most this many programs, each a fresh run.
+CHUNKS = -(-PROGRAMS // int(os.environ.get("MODEL_CHUNK", "5000")))
+PER_CHUNK = -(-PROGRAMS // CHUNKS)
 
-# The suite's 120 s per test is for the default run; a long run gets a second a program.
-pytestmark = pytest.mark.timeout(max(300, PROGRAMS))
+# The suite's 120 s per test is for the default run; a long chunk gets a second a program.
+pytestmark = pytest.mark.timeout(max(300, PER_CHUNK))
 
 ACCEPTED = frozenset(inspect.signature(SessionMiddleware.__init__).parameters)
 
@@ -59,42 +63,40 @@ SKIPPED_OPS = frozenset(filter(None, os.environ.get("MODEL_SKIP_OPS", "").split(
 
 
 class ModelRun:
-    """One store's run: programs checked, time taken, when the first divergence came."""
+    """One chunk of programs on one store; its tally goes to the summary."""
 
     def __init__(self, store: Store, clock: FakeClock, kind: str) -> None:
         self.store = store
         self.clock = clock
-        self.kind = kind
-        self.programs = 0
-        self.failures = 0
-        self.first_failure: tuple[int, float] | None = None
-        self.events: Counter[str] = Counter()
+        self.tally = Tally(kind)
+        if not store.keeps_data_in_cookie and not audit.has_audit(store):
+            self.tally.note = f" (no integrity audit for {type(store).__name__})"
         self.started = time.monotonic()
 
     async def check(self, program: Program) -> None:
-        self.programs += 1
+        tally = self.tally
+        tally.programs += 1
         await audit.wipe(self.store)
         # Whole seconds a minute ahead of real time: Redis expires keys by its own clock.
         self.clock.now = float(int(time.time()) + 60)
         harness = Harness(
-            self.store, self.clock, program, tag=f"p{self.programs}-", accepted=ACCEPTED
+            self.store, self.clock, program, tag=f"p{tally.programs}-", accepted=ACCEPTED
         )
         try:
             await harness.run()
         except Stuck as exc:
             harness.model.diverge(None, str(exc))
-        self.events.update(harness.model.events)
+        tally.events.update(harness.model.events)
         if harness.model.divergences:
-            self.failures += 1
-            if self.first_failure is None:
-                self.first_failure = (self.programs, time.monotonic() - self.started)
+            if tally.first_failure is None:
+                tally.first_failure = (tally.programs, time.monotonic() - self.started)
             raise AssertionError(self.report(program, harness))
 
     def report(self, program: Program, harness: Harness) -> str:
-        number, seconds = self.first_failure or (0, 0.0)
+        number, seconds = self.tally.first_failure or (0, 0.0)
         return "\n".join(
             [
-                f"The model and the {self.kind} store diverge.",
+                f"The model and the {self.tally.kind} store diverge.",
                 f"First divergence found at program #{number}, after {seconds:.1f} s.",
                 "",
                 program.describe(),
@@ -108,19 +110,6 @@ class ModelRun:
             ]
         )
 
-    def summary(self) -> str:
-        elapsed = time.monotonic() - self.started
-        line = f"model checker, {self.kind} store: {self.programs} programs in {elapsed:.1f} s"
-        if self.first_failure is not None:
-            number, seconds = self.first_failure
-            line += f"; first divergence at program #{number} ({seconds:.1f} s)"
-        else:
-            line += ", 0 divergences"
-        if not self.store.keeps_data_in_cookie and not audit.has_audit(self.store):
-            line += f" (no integrity audit for {type(self.store).__name__})"
-        reached = ", ".join(f"{name} {count}" for name, count in sorted(self.events.items()))
-        return f"{line}\n  paths reached: {reached}"
-
 
 @pytest.fixture
 def model_run(
@@ -129,12 +118,13 @@ def model_run(
     gate_store(any_store)
     run = ModelRun(any_store, clock, str(request.node.callspec.params.get("any_store")))
     yield run
-    request.config.stash[SUMMARY_KEY].append(run.summary())
+    run.tally.seconds = time.monotonic() - run.started
+    request.config.stash[TALLIES].append(run.tally)
 
 
 @settings(
     phases=[Phase.generate, Phase.shrink],
-    max_examples=PROGRAMS,
+    max_examples=PER_CHUNK,
     deadline=None,
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,
@@ -145,8 +135,9 @@ def model_run(
     print_blob=True,
 )
 @given(data=st.data())
+@pytest.mark.parametrize("chunk", range(CHUNKS), ids=lambda n: f"chunk{n + 1}of{CHUNKS}")
 async def test_concurrent_requests_leave_every_store_as_the_model_says(
-    model_run: ModelRun, data: st.DataObject
+    model_run: ModelRun, chunk: int, data: st.DataObject
 ) -> None:
     server = not model_run.store.keeps_data_in_cookie
     program = data.draw(
