@@ -36,8 +36,12 @@ def _same_setting(stored: str | None, expected: str | None) -> bool:
     return expected.startswith("a:") and float(stored[2:]) == float(expected[2:])
 
 
-def _compare(model: Model, live: dict[str, tuple[str | None, str | None]]) -> list[str]:
-    """``live``: store id -> (owner, expiry setting) of every record the store holds alive."""
+Live = dict[str, tuple[str | None, str | None, float]]
+
+
+def _compare(model: Model, live: Live) -> list[str]:
+    """``live``: store id -> (owner, expiry setting, updated_at) of every record the store
+    holds alive."""
     problems = []
     expected = _alive_ids(model)
     for store_id in live.keys() - expected.keys():
@@ -46,11 +50,16 @@ def _compare(model: Model, live: dict[str, tuple[str | None, str | None]]) -> li
         problems.append(f"the store lacks live record {expected[store_id].label()}")
     for store_id in live.keys() & expected.keys():
         record = expected[store_id]
-        owner, setting = live[store_id]
+        owner, setting, updated = live[store_id]
         if owner != record.owner or not _same_setting(setting, record.expiry):
             problems.append(
                 f"{record.label()} stores owner={owner!r} expiry={setting!r}, the model has "
                 f"owner={record.owner!r} expiry={record.expiry!r}"
+            )
+        if updated != record.updated_at:
+            problems.append(
+                f"{record.label()} was last written at t+{updated - model.start:g}s, the "
+                f"model says t+{record.updated_at - model.start:g}s"
             )
     return problems
 
@@ -77,8 +86,8 @@ async def _memory_audit(store: Any, model: Model) -> list[str]:
             record = records.get(store_id)
             if record is None or record.owner != owner:
                 problems.append(f"{owner}'s index entry {store_id[:12]}… outlives its session")
-    live = {
-        sid: (record.owner, record.expiry)
+    live: Live = {
+        sid: (record.owner, record.expiry, record.updated_at)
         for sid, record in records.items()
         if record.expires_at > now
     }
@@ -110,15 +119,21 @@ async def _sqlite_wipe(store: Any) -> None:
 async def _sqlite_audit(store: Any, model: Model) -> list[str]:
     problems = []
     now = store.clock()
-    sessions = await _sqlite_rows(store, "SELECT id, expires_at, expiry, owner FROM sessions")
+    sessions = await _sqlite_rows(
+        store, "SELECT id, expires_at, expiry, owner, updated_at FROM sessions"
+    )
     data_ids = {row[0] for row in await _sqlite_rows(store, "SELECT sid FROM session_data")}
     ids = {row[0] for row in sessions}
     for orphan in data_ids - ids:
         problems.append(f"session_data rows without their sessions row ({orphan[:12]}…)")
-    for store_id, expires, _, _ in sessions:
+    for store_id, expires, *_ in sessions:
         if expires > now and store_id not in data_ids:
             problems.append(f"live sessions row without data ({store_id[:12]}…)")
-    live = {sid: (owner, expiry) for sid, expires, expiry, owner in sessions if expires > now}
+    live: Live = {
+        sid: (owner, expiry, updated)
+        for sid, expires, expiry, owner, updated in sessions
+        if expires > now
+    }
     return problems + _compare(model, live)
 
 
@@ -153,7 +168,7 @@ async def _redis_audit(store: Any, model: Model) -> list[str]:
         for owner in model.owner_names:
             pipe.zrange(owner_prefix + owner, 0, -1)
         replies = await pipe.execute()
-    live: dict[str, tuple[str | None, str | None]] = {}
+    live: Live = {}
     hashes: dict[str, dict[str, str]] = {}
     for index, key in enumerate(keys):
         fields, expire_ms = replies[2 * index], replies[2 * index + 1]
@@ -169,7 +184,7 @@ async def _redis_audit(store: Any, model: Model) -> list[str]:
         if expire_ms != round(expires * 1000):
             problems.append(f"{store_id[:12]}… expires at {expire_ms} ms, m:e says {expires}")
         if expires > now:
-            live[store_id] = (fields.get("m:o"), fields.get("m:x"))
+            live[store_id] = (fields.get("m:o"), fields.get("m:x"), float(fields["m:u"]))
     # The listing (run just before) prunes what Redis expired; what is left must be live.
     for owner, members in zip(model.owner_names, replies[2 * len(keys) :], strict=True):
         for member in members:

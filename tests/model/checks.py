@@ -40,6 +40,12 @@ async def store_problems(store: Store, model: Model) -> list[str]:
                 f"{name} holds (data, owner, expires) {_show(seen, model.start)}, "
                 f"the model has {_show(wanted, model.start)}"
             )
+        created = got.created.timestamp()
+        if created != record.created_at:
+            problems.append(
+                f"{name} was created at t+{created - model.start:g}s, "
+                f"the model says t+{record.created_at - model.start:g}s"
+            )
     if model.cookie_store:
         return problems
     for owner in model.owner_names:

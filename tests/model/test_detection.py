@@ -79,6 +79,10 @@ async def stale_expiry(store: Store, session: Session, model: Model) -> None:
     model.records[1].expires_at += 60  # a later write renewed it; the store did not
 
 
+async def stale_last_write(store: Store, session: Session, model: Model) -> None:
+    model.records[1].updated_at += 1  # a renewal happened; the store did not record it
+
+
 async def unknown_record(store: Store, session: Session, model: Model) -> None:
     await _saved(store, {"x": 1})  # a live record nobody was told about
 
@@ -124,6 +128,7 @@ EVERY_STORE: dict[Failure, str] = {
 # Where the store's layout can hold the failure at all.
 INTERNAL: dict[Failure, tuple[set[str], str]] = {
     partial_session: ({"sqlite", "redis"}, "without their sessions row|lacks"),
+    stale_last_write: ({"memory", "sqlite", "redis"}, "was last written at t+0s"),
     stale_index_entry: ({"memory", "redis"}, "index entry"),
 }
 CASES = [(failure, kind, text) for failure, text in EVERY_STORE.items() for kind in SERVER_STORES]
