@@ -147,6 +147,9 @@ class Model(Rules):
     def begin_op(self, req: RequestModel, op: o.Op) -> None:
         self._settle(req)
         req.phase, req.op, req.expected, req.expect_interrupted = "op", op, None, False
+        if isinstance(op, o.Revoke):
+            # The view turns the cookie into a public id now, before it calls the store.
+            req.target = self.revoke_target(op.client)
         if op.touches_store:
             req.due = ["op"]
         elif not isinstance(op, o.PopItem):

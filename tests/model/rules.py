@@ -79,6 +79,8 @@ class RequestModel:
     """Flushed, expired or emptied: a cookie it carried must be deleted."""
     aborted: bool = False
     outcome: Outcome | None = None
+    target: int | None = None
+    """The record a revoke op names, fixed when the op begins."""
 
 
 class Rules:
@@ -166,10 +168,11 @@ class Rules:
         return None
 
     def revoke_target(self, client: int) -> int | None:
+        """The session client ``client``'s cookie names now."""
         return self.jars[client] if client < len(self.jars) else None
 
     def _revoke(self, req: RequestModel, op: o.Revoke) -> int:
-        target = self.revoke_target(op.client)
+        target = req.target  # named when the op began, as the view computes its public id
         record = self.records.get(target) if target is not None else None
         owner = self.owner_name(op.owner)
         if record is not None and record.alive(self.now) and record.owner == owner:
