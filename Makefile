@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test lint fmt typecheck bench fuzz check-model clean
+.PHONY: help install run test lint fmt typecheck bench bench-quick fuzz check-model wheel-check clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -13,6 +13,9 @@ help: ## Show this help
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	@# The project was called asgi-sessions before 0.2.0, which on PyPI is an unrelated
+	@# package with the same import name: neither may stay beside this checkout.
+	$(PY) -m pip uninstall -q -y asgi-sessions 2>/dev/null || true
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	touch $(STAMP)
 
@@ -36,8 +39,14 @@ test: lint ## Lint, then the whole test suite with branch coverage (starts its o
 	$(PY) -m coverage combine -q || true
 	$(PY) -m coverage report
 
-bench: $(STAMP) ## Benchmarks against the peers, in-process; writes bench/results.*
+wheel-check: $(STAMP) ## Build sdist and wheel, twine check, run the README quickstarts on the installed wheel
+	$(PY) .ci/wheel_check.py
+
+bench: $(STAMP) ## The full benchmark run (~15 min): bench/RESULTS.md, bench/results/, README table
 	$(PY) -m bench
+
+bench-quick: $(STAMP) ## Every benchmark suite, briefly (a smoke run; commits nothing)
+	$(PY) -m bench --quick
 
 fuzz: $(STAMP) ## Long fuzzing: the cookie (>= 10,000 cases), then make check-model
 	FUZZ_EXAMPLES=10000 $(PY) -m pytest tests/test_fuzz.py -p no:cacheprovider -q
@@ -48,4 +57,4 @@ check-model: $(STAMP) ## Long model-checker run: MODEL_PROGRAMS (100,000) concur
 	MODEL_PROGRAMS=$(MODEL_PROGRAMS) $(PY) -m pytest tests/model/test_model.py -p no:cacheprovider -q $(PYTEST_ARGS)
 
 clean: ## Remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage*
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage* dist

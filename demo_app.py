@@ -1,4 +1,4 @@
-"""A tour of asgi-sessions in one small Starlette app: ``make run``, then open http://127.0.0.1:8000.
+"""A tour of asgi-server-sessions in one small Starlette app: ``make run``, then open http://127.0.0.1:8000.
 
 Every page shows the session panel, so you can watch what each click does to the session:
 a favourite colour and the "comment once" example from Django's docs, log in / log out with
@@ -114,7 +114,7 @@ def render(session: Session, title: str, body: str) -> HTMLResponse:
     )
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <link rel="icon" href="data:,">
-<title>{e(title)} - asgi-sessions demo</title><style>{STYLE}</style></head><body>
+<title>{e(title)} - asgi-server-sessions demo</title><style>{STYLE}</style></head><body>
 <nav>{nav}</nav><p id="greeting">{greeting}</p><h1>{e(title)}</h1>{body}{panel}</body></html>"""
     return HTMLResponse(page)
 
@@ -247,7 +247,7 @@ def cart_page_body(session: Session, note: str = "") -> str:
         f'{note_html}<p>Cart in this request: <code id="cart">{e(json.dumps(cart))}</code></p>'
         '<p>Both buttons run <code>session["cart"].append(...)</code>: the list changes in '
         "place, which does not mark the session modified (Django's nested-mutation gotcha). "
-        "asgi-sessions still keeps it: the list was handed out by the session, so when the "
+        "asgi-server-sessions still keeps it: the list was handed out by the session, so when the "
         "response starts its JSON is compared with what was loaded, and a changed list is "
         "saved. The second button also sets <code>session.modified = True</code>, the "
         "Django way, which writes every key. Add with each, then "

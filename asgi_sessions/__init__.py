@@ -7,6 +7,9 @@
 
 from __future__ import annotations
 
+# The one place the version lives: hatchling reads it for the package metadata.
+__version__ = "0.2.0"
+
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -23,10 +26,11 @@ from .importers import FromStarlette, FromStarsessions
 from .middleware import SessionMiddleware, get_session
 from .serializers import JSONSerializer, Serializer
 from .session import Session
-from .stores import MemoryStore, OwnedSession, SessionRecord, Store, store_from_url
+from .stores import MemoryStore, OwnedSession, SessionRecord, Store, StoreStats, store_from_url
 
 if TYPE_CHECKING:
     from .stores.cookie import CookieStore
+    from .stores.postgres import PostgresStore
     from .stores.redis import RedisStore
     from .stores.sqlite import SQLiteStore
 
@@ -39,6 +43,7 @@ __all__ = [
     "MemoryStore",
     "MissingDependency",
     "OwnedSession",
+    "PostgresStore",
     "RedisStore",
     "SQLiteStore",
     "Serializer",
@@ -52,6 +57,7 @@ __all__ = [
     "SessionTooLarge",
     "Store",
     "StoreCapabilityError",
+    "StoreStats",
     "get_session",
     "store_from_url",
 ]
@@ -59,7 +65,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # Store backends with optional dependencies load on first use.
-    if name in ("SQLiteStore", "RedisStore", "CookieStore"):
+    if name in ("SQLiteStore", "RedisStore", "PostgresStore", "CookieStore"):
         from . import stores
 
         return getattr(stores, name)

@@ -38,9 +38,12 @@ class SessionNotLoaded(SessionError, RuntimeError):
 
     def __init__(self, operation: str = "access") -> None:
         super().__init__(
-            f"The session is not loaded yet, so {operation} is not possible. "
-            "Load it first with `session = await request.state.session` "
-            "(or `Depends(get_session)` in FastAPI, or `autoload=True` on the middleware)."
+            f"The session is not loaded yet, so {operation} is not possible. In an async "
+            "view, load it first: `session = await request.state.session` (or "
+            "`Depends(get_session)` in FastAPI). Code that reads `request.session` "
+            "synchronously (a sync view, Authlib, sqladmin, starlette-admin) needs "
+            "`autoload=True` on SessionMiddleware, or `autoload=['/admin', ...]` for just "
+            "the paths that need it."
         )
 
 
@@ -78,10 +81,14 @@ class KeyCollision(SessionError):
     """A store was asked to create a record under a key that already exists."""
 
 
+DISTRIBUTION = "asgi-server-sessions"
+"""The name to ``pip install`` (the import name stays ``asgi_sessions``)."""
+
+
 class MissingDependency(ImportError):
     """An optional dependency is missing; the message is the command that installs it."""
 
     def __init__(self, extra: str, module: str) -> None:
         super().__init__(
-            f"{module!r} is not installed. Install it with: pip install 'asgi-sessions[{extra}]'"
+            f"{module!r} is not installed. Install it with: pip install '{DISTRIBUTION}[{extra}]'"
         )

@@ -146,7 +146,9 @@ class SessionMiddleware:
             max_age=max_age,
             absolute_timeout=absolute_timeout,
             # The cookie store's values carry data and an expiry: verify each one afresh.
-            verified=None if store.keeps_data_in_cookie else VerifiedCookies(),
+            # Cookie-store values carry the data (up to 4 KB each): remember fewer of them.
+            # Their expiry is checked on every load, cached or not.
+            verified=VerifiedCookies(1_000 if store.keeps_data_in_cookie else 10_000),
             rotate_on_owner_change=rotate_on_owner_change,
             detect_nested_changes=detect_nested_changes,
             renew_interval=min(renew_interval, max(default_age, 0) / 10),
@@ -247,22 +249,26 @@ class SessionMiddleware:
             await session.load()  # rolling expiry: renew a session nobody touched
         headers = list(message.get("headers") or ())
         message = {**message, "headers": headers}
-        if session.accessed:
-            _vary_on_cookie(headers)
         if message["status"] >= 500:
             # As in Django: a failed request must not persist half its work.
+            if session.accessed:
+                _vary_on_cookie(headers)
             return message
-        if not (
+        if (
             session._modified
             or session._written
             or session._dropped
             or session._handed
             or session._handed_all
+            or session._stale_cookie
             or self.save_every_request
         ):
-            return message  # read-only: nothing to save, no cookie to send
-        outcome = await session._finish(self.save_every_request)
+            outcome = await session._finish(self.save_every_request)
+        else:
+            outcome = None  # read-only: nothing to save, no cookie to send
         if outcome is None:
+            if session.accessed:
+                _vary_on_cookie(headers)
             return message
         if outcome is True:
             cookie = self.config.cookie.delete_header()
@@ -274,14 +280,15 @@ class SessionMiddleware:
                     "limit browsers keep, so it was not sent. Store less data in the session "
                     "or switch to a server-side store (SQLiteStore, RedisStore)."
                 )
+        # A shared cache must never hand one user's cookie to another: Cache-Control:
+        # private, unless the app chose its own.
+        private = _vary_on_cookie(headers)
         headers.append((b"set-cookie", cookie.encode("latin-1")))
         importer = session._imported_from
         if importer is not None and importer.cookie_name != self.config.cookie.name:
             # The old cookie has another name, so ours does not replace it: remove it.
             headers.append((b"set-cookie", importer.delete_cookie().encode("latin-1")))
-        _vary_on_cookie(headers)
-        if not any(name.lower() == b"cache-control" for name, _ in headers):
-            # A shared cache must never hand one user's cookie to another.
+        if private:
             headers.append((b"cache-control", b"private"))
         return message
 
@@ -343,15 +350,24 @@ def _path_prefixes(autoload: Any) -> tuple[str, ...] | None:
     return tuple(autoload)
 
 
-def _vary_on_cookie(headers: list[tuple[bytes, bytes]]) -> None:
-    """Add ``Cookie`` to the response's Vary header, once."""
-    for index, (name, value) in enumerate(headers):
-        if name.lower() == b"vary":
-            tokens = {token.strip().lower() for token in value.split(b",")}
-            if b"cookie" not in tokens and b"*" not in tokens:
-                headers[index] = (name, value + b", Cookie")
-            return
-    headers.append((b"vary", b"Cookie"))
+def _vary_on_cookie(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Add ``Cookie`` to the response's Vary header, once; return whether the app set no
+    Cache-Control (one pass over the headers does both)."""
+    vary = -1
+    no_cache_control = True
+    for index, (name, _) in enumerate(headers):
+        if len(name) == 4 and name.lower() == b"vary":
+            vary = index
+        elif len(name) == 13 and name.lower() == b"cache-control":
+            no_cache_control = False
+    if vary < 0:
+        headers.append((b"vary", b"Cookie"))
+    else:
+        name, value = headers[vary]
+        tokens = {token.strip().lower() for token in value.split(b",")}
+        if b"cookie" not in tokens and b"*" not in tokens:
+            headers[vary] = (name, value + b", Cookie")
+    return no_cache_control
 
 
 async def get_session(request: HTTPConnection) -> Session:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from .cookies import CookieSettings, Signer, VerifiedCookies, cookie_values
+from .django_async import DjangoAsyncAPI
 from .errors import SessionInterrupted, SessionStoreError
 from .expiry import encode_expiry, ends_with_browser, resolve_expires_at
 from .serializers import Serializer
@@ -27,6 +28,7 @@ logger = logging.getLogger("asgi_sessions")
 DEFAULT_MAX_AGE: Final = 14 * 24 * 60 * 60
 
 _MISSING: Any = object()
+_NOTHING: frozenset[str] = frozenset()
 _LOADING = object()  # a load is in progress and nobody is waiting for it yet
 
 
@@ -41,7 +43,7 @@ class SessionConfig:
     max_age: int | None
     absolute_timeout: int | None = None
     verified: VerifiedCookies | None = None
-    """Signatures already checked; ``None`` when the cookie carries data (CookieStore)."""
+    """Signatures already checked (``None``: check every cookie afresh)."""
     rotate_on_owner_change: bool = True
     detect_nested_changes: bool = True
     renew_interval: float = 0
@@ -59,17 +61,19 @@ def short_hash(session_key: str) -> str:
     return hash_key(session_key)[:12]
 
 
-class Session(TrackedDict):
+class Session(DjangoAsyncAPI, TrackedDict):
     """A ``dict`` of the request's session data that knows what changed.
 
     Await it (``session = await request.state.session``) before touching the data; it is
     loaded from the store at most once. Top-level changes are tracked as they happen;
-    lists and dicts changed in place are found at save time.
+    lists and dicts changed in place are found at save time. Django's async methods
+    (``await session.aget(key)``, ...) load it themselves.
     """
 
     __slots__ = (
         "_config",
         "_cookie_key",
+        "_cookie_value",
         "_created_at",
         "_dropped",
         "_expires_at",
@@ -82,6 +86,7 @@ class Session(TrackedDict):
         "_owner",
         "_owner_changed",
         "_rotated",
+        "_stale_cookie",
         "_updated_at",
         "_written",
     )
@@ -170,20 +175,38 @@ class Session(TrackedDict):
         if self._cookie_key is _MISSING:
             config = self._config
             key = None
+            self._stale_cookie = False
             values = cookie_values(self._headers, config.cookie.name_bytes)
             verified = config.verified
             for value in values:
                 key = verified.get(value) if verified is not None else None
                 if key is None:
-                    key = config.store.decode_cookie(value, config.signer)
-                    if key is not None and verified is not None:
-                        verified.add(value, key)
+                    key = self._verify(value)
                 if key is not None:
+                    self._cookie_value = value
                     break
             if values and key is None:
                 logger.warning("Session cookie with a bad signature ignored; fresh session.")
             self._cookie_key = key
         return self._cookie_key  # type: ignore[return-value]
+
+    def _verify(self, value: str) -> str | None:
+        """Check a cookie the current secret did not sign recently; note an old secret's."""
+        config = self._config
+        verified = config.verified
+        key = verified.get_stale(value) if verified is not None else None
+        if key is None:
+            found = config.store.verify_cookie(value, config.signer)
+            if found is None:
+                return None
+            key, stale = found
+            if verified is not None:
+                verified.add(value, key, stale=stale)
+        else:
+            stale = True
+        # Signed with a secret being retired: the response signs it again (no store write).
+        self._stale_cookie = stale
+        return key
 
     def _log_id(self) -> str:
         """A log-safe handle for this session (never the key itself)."""
@@ -314,34 +337,40 @@ class Session(TrackedDict):
     def _change(self, now: float, nested: dict[str, str]) -> SessionWrite:
         """The write that carries this request's pending changes (all data when new)."""
         create = self._key is None
+        text = self._text
+        values: dict[str, str] = {}
+        deleted: list[str] = []
         if create or self._replace or self._all_dirty:
-            keys: Iterable[str] = dict.keys(self)
-            deleted = frozenset() if create or self._replace else self._deleted()
+            for key, value in dict.items(self):
+                values[key] = text(key, value)
+            if not (create or self._replace):
+                deleted = [key for key in self._changed if key not in values]
         else:
-            keys = [key for key in self._changed if dict.__contains__(self, key)]
-            deleted = self._deleted()
-        values = {key: self._text(key, dict.__getitem__(self, key)) for key in keys}
-        values.update(nested)
+            for key in self._changed:
+                value = dict.get(self, key, _MISSING)
+                if value is _MISSING:
+                    deleted.append(key)
+                else:
+                    values[key] = text(key, value)
+        if nested:
+            values.update(nested)
         if create and self._created_at is None:
             self._created_at = now
         return SessionWrite(
-            set=values,
-            deleted=deleted,
-            replace=self._replace and not create,
-            create=create,
-            now=now,
-            default_expires_at=now + self._config.default_age,
-            expires_cap=self._cap(now),
-            created_at=self._created_at if self._created_at is not None else now,
-            owner=self._owner,
-            owner_changed=self._owner_changed,
-            expiry=self._expiry,
-            expiry_changed=self._expiry_changed,
-            full_data=self,
+            values,
+            frozenset(deleted) if deleted else _NOTHING,
+            self._replace and not create,
+            create,
+            now,
+            now + self._config.default_age,
+            self._cap(now),
+            self._created_at if self._created_at is not None else now,
+            self._owner,
+            self._owner_changed,
+            self._expiry,
+            self._expiry_changed,
+            self,
         )
-
-    def _deleted(self) -> frozenset[str]:
-        return frozenset(key for key in self._changed if not dict.__contains__(self, key))
 
     def _nested(self) -> dict[str, str]:
         if self._key is None:
@@ -475,17 +504,31 @@ class Session(TrackedDict):
                 await self._persist(nested=nested)
         if self._written and self._key is not None:
             return self._set_cookie()
-        if (self._dropped or self._modified) and self._had_cookie:
+        if (self._dropped or (self._modified and self._key is None)) and self._had_cookie:
+            # A stored record that nothing changed (``update({})`` sets ``modified`` too)
+            # keeps its cookie: only a session that ended, or never got a key, drops it.
             return True
+        if self._stale_cookie and self._key is not None:
+            # The cookie names a live record but only an old secret verifies it: the same
+            # key, signed with the current secret, so the old one can be retired.
+            self._key = self._config.store.reissue_key(self._key)
+            return self._set_cookie()
         return None
 
     def _set_cookie(self) -> str:
         config = self._config
         key: str = self._key  # type: ignore[assignment]
-        value = config.store.encode_cookie(key, config.signer)
-        if config.verified is not None:
-            config.verified.add(value, key)  # signed just now
+        if key == self._cookie_key and not self._stale_cookie and config.verified is not None:
+            # The same key the request's cookie carries, signed with the current secret:
+            # that cookie value is the one to send again (no HMAC).
+            value = self._cookie_value
+        else:
+            value = config.store.encode_cookie(key, config.signer)
+            if config.verified is not None:
+                config.verified.add(value, key)  # signed just now
         if ends_with_browser(self._expiry, config.max_age):
             return config.cookie.set_header(value, None)
-        now = config.store.clock()
-        return config.cookie.set_header(value, round(self._expires_at - now))  # type: ignore[operator]
+        return config.cookie.set_header(
+            value,
+            round(self._expires_at - config.store.clock()),  # type: ignore[operator]
+        )

@@ -1,488 +1,122 @@
-"""The pieces of the benchmark: apps, configurations, an in-process ASGI driver, statistics.
+"""What every suite runs on: a context (services, scratch space, quick mode), a section
+of results, and the writing of results, the README table and the chart.
 
-Every configuration serves the same trivial Starlette app with three endpoints:
-
-- ``/untouched``: a session cookie is sent, the view never touches the session;
-- ``/read``: the view reads one key of an existing session;
-- ``/write``: the view changes one key of an existing session.
-
-The driver calls an app through the ASGI interface with a hand-built scope and its own
-``receive``/``send``: no HTTP client, no server, no sockets (except to Redis).
+A suite is a module in ``bench/suites`` with ``TITLE``, ``add_arguments(parser)`` and
+``run(ctx, args) -> Section``; it times things with :mod:`bench.stats` and gets servers
+from ``ctx.services``. Everything else (which suites a full run runs, where results go,
+printing) happens here once.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
-import statistics
-import time
-from collections.abc import Awaitable, Callable, Sequence
+import platform
+import re
+import sys
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from .services import Services
 
-SECRET = "bench-secret-key-0123456789abcdef0123456789abcdef"
-ENDPOINTS = ("untouched", "read", "write")
-MAX_AGE = 14 * 24 * 3600
-
-# The session every configuration starts from (small, like a logged-in user's).
-BASE_DATA: dict[str, Any] = {"user": "alice", "theme": "dark", "counter": "000000000000"}
-# What bare and raw-floor configurations send as their (ignored) session cookie.
-DUMMY_COOKIE = b"session=" + b"x" * 96
-
-ASGIApp = Callable[..., Awaitable[None]]
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"  # a full run's files, committed
+LATEST = RESULTS / "latest"  # every run's files, ignored by git
+README = HERE.parent / "README.md"
+_START, _END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
-def session_data(size: int = 0) -> dict[str, Any]:
-    """The base session, plus a ``blob`` of ``size`` bytes for the write-size sweep."""
-    data = dict(BASE_DATA)
-    if size:
-        data["blob"] = "x" * size
-    return data
-
-
-_counter = itertools.count(1)
-
-
-def next_value() -> str:
-    """A fresh, same-length value for the key a write endpoint changes."""
-    return f"{next(_counter):012d}"
-
-
-# -- apps ------------------------------------------------------------------------------
-
-
-def _ok(value: Any) -> Response:
-    return PlainTextResponse(value if isinstance(value, str) else "?")
-
-
-def session_app(style: str, middleware: Sequence[Middleware], data: dict[str, Any]) -> Starlette:
-    """The trivial app, its views reaching the session the way ``style`` says.
-
-    ``starlette``/``autoload``: ``request.session``; ``starsessions``: ``await
-    load_session(request)`` first; ``ours``: ``await request.state.session``.
-    """
-    if style == "ours":
-
-        async def get(request: Request) -> Any:
-            return await request.state.session
-
-    elif style == "starsessions":
-        from starsessions import load_session
-
-        async def get(request: Request) -> Any:
-            await load_session(request)
-            return request.session
-
-    else:
-
-        async def get(request: Request) -> Any:
-            return request.session
-
-    async def untouched(request: Request) -> Response:
-        return PlainTextResponse("alice")
-
-    async def read(request: Request) -> Response:
-        session = await get(request)
-        return _ok(session.get("user"))
-
-    async def write(request: Request) -> Response:
-        session = await get(request)
-        session["counter"] = next_value()
-        return PlainTextResponse("alice")
-
-    async def seed(request: Request) -> Response:
-        session = await get(request)
-        session.update(data)
-        return PlainTextResponse("seeded")
-
-    routes = [
-        Route("/untouched", untouched),
-        Route("/read", read),
-        Route("/write", write),
-        Route("/seed", seed),
-    ]
-    return Starlette(routes=routes, middleware=list(middleware))
-
-
-def floor_app(
-    read_one: Callable[[], Awaitable[Any]], write_one: Callable[[], Awaitable[Any]]
-) -> Starlette:
-    """A session-less app whose read/write views do the raw store I/O a session costs."""
-
-    async def untouched(request: Request) -> Response:
-        return PlainTextResponse("alice")
-
-    async def read(request: Request) -> Response:
-        value = await read_one()
-        return PlainTextResponse("alice" if value else "?")
-
-    async def write(request: Request) -> Response:
-        value = await read_one()
-        await write_one()
-        return PlainTextResponse("alice" if value else "?")
-
-    routes = [Route("/untouched", untouched), Route("/read", read), Route("/write", write)]
-    return Starlette(routes=routes)
-
-
-async def _noop() -> bool:
-    return True
-
-
-# -- the in-process driver ---------------------------------------------------------------
-
-_ASGI = {"version": "3.0", "spec_version": "2.3"}
-_CLIENT = ("127.0.0.1", 50000)
-_SERVER = ("127.0.0.1", 8000)
+def log(*args: Any) -> None:
+    """Progress goes to stderr, so stdout is the report alone."""
+    print(*args, file=sys.stderr, flush=True)
 
 
 @dataclass
-class Reply:
-    status: int = 0
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    body: bytes = b""
-
-    def set_cookie(self) -> bytes | None:
-        for name, value in self.headers:
-            if name.lower() == b"set-cookie":
-                return value.split(b";", 1)[0]
-        return None
-
-
-def _scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": _ASGI,
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": list(headers),
-        "client": _CLIENT,
-        "server": _SERVER,
-        "state": {},
-    }
-
-
-async def _receive() -> dict[str, Any]:
-    return {"type": "http.request", "body": b"", "more_body": False}
-
-
-def _headers(cookie: bytes | None) -> list[tuple[bytes, bytes]]:
-    headers = [(b"host", b"bench"), (b"user-agent", b"bench/1"), (b"accept", b"*/*")]
-    if cookie:
-        headers.append((b"cookie", cookie))
-    return headers
-
-
-async def call(app: ASGIApp, path: str, cookie: bytes | None = None) -> Reply:
-    """One request, the whole reply kept (for seeding and checks, not for timing)."""
-    reply = Reply()
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            reply.status = message["status"]
-            reply.headers = list(message.get("headers", ()))
-        elif message["type"] == "http.response.body":
-            reply.body += message.get("body", b"")
-
-    await app(_scope(path, _headers(cookie)), _receive, send)
-    return reply
-
-
-async def timed(app: ASGIApp, path: str, cookie: bytes | None, n: int) -> list[float]:
-    """``n`` sequential requests; the microseconds each took."""
-    headers = _headers(cookie)
-    bad = 0
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal bad
-        if message["type"] == "http.response.start" and message["status"] != 200:
-            bad += 1
-
-    clock = time.perf_counter_ns
-    out = []
-    for _ in range(n):
-        scope = _scope(path, headers)  # built before the clock starts
-        start = clock()
-        await app(scope, _receive, send)
-        out.append((clock() - start) / 1000)
-    if bad:
-        raise RuntimeError(f"{bad} of {n} requests to {path} did not answer 200")
-    return out
-
-
-# -- configurations ------------------------------------------------------------------------
+class Context:
+    quick: bool
+    services: Services
+    tmpdir: Path
+    out: Path  # where this run writes charts and results
 
 
 @dataclass
-class Env:
-    """What configurations share: a Redis URL and a scratch directory."""
+class Section:
+    """One suite's results: Markdown for people, data for machines."""
 
-    redis_url: str
-    tmpdir: str
+    title: str
+    lines: list[str]
+    data: dict[str, Any] = field(default_factory=dict)
+    readme: list[str] = field(default_factory=list)  # what the README shows of it
+    command: str = ""  # filled in by the harness: the command that reproduces it
 
-
-@dataclass
-class Built:
-    app: ASGIApp
-    cookie: bytes | None
-    closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
-
-    async def aclose(self) -> None:
-        for closer in reversed(self.closers):
-            await closer()
+    def markdown(self) -> str:
+        body = "\n".join(self.lines)
+        return f"## {self.title}\n\n`{self.command}`\n\n{body}\n"
 
 
-class Skip(Exception):
-    """The configuration cannot run yet (a store module missing); the reason says why."""
-
-
-@dataclass(frozen=True)
-class Config:
-    name: str
-    label: str
-    size: int = 0  # session blob bytes (write-size sweep)
-    endpoints: tuple[str, ...] = ENDPOINTS
-
-
-async def _seed(app: ASGIApp) -> bytes:
-    reply = await call(app, "/seed")
-    cookie = reply.set_cookie()
-    if reply.status != 200 or cookie is None:
-        raise RuntimeError(f"seeding answered {reply.status} without a session cookie")
-    return cookie
-
-
-def _ours_store(kind: str, env: Env, name: str) -> tuple[Any, list[Callable[[], Awaitable[Any]]]]:
-    try:
-        if kind == "memory":
-            from asgi_sessions.stores.memory import MemoryStore
-
-            store: Any = MemoryStore()
-        elif kind == "sqlite":
-            from asgi_sessions.stores.sqlite import SQLiteStore
-
-            store = SQLiteStore(os.path.join(env.tmpdir, f"{name}.sqlite3"))
-        elif kind == "redis":
-            from asgi_sessions.stores.redis import RedisStore
-
-            store = RedisStore.from_url(env.redis_url, prefix=f"bench:{name}:")
-        elif kind == "cookie":
-            from asgi_sessions.stores.cookie import CookieStore
-
-            store = CookieStore()
-        else:
-            raise ValueError(kind)
-    except ImportError as exc:
-        raise Skip(f"asgi_sessions.stores.{kind} is not importable yet ({exc})") from exc
-    return store, [store.aclose]
-
-
-async def build(config: Config, env: Env) -> Built:
-    """Make the configuration's app, seed its session, return it with the cookie to send."""
-    name = config.name
-    data = session_data(config.size)
-    family, _, variant = name.partition("-")
-    variant = variant.split("-")[0] if variant else ""
-
-    if name == "bare":
-        return Built(floor_app(_noop, _noop), DUMMY_COOKIE)
-
-    if name == "starlette":
-        from starlette.middleware.sessions import SessionMiddleware as StarletteSessions
-
-        mw = [Middleware(StarletteSessions, secret_key=SECRET, max_age=MAX_AGE)]
-        app = session_app("starlette", mw, data)
-        return Built(app, await _seed(app))
-
-    if family == "starsessions":
-        from starsessions import SessionAutoloadMiddleware, SessionMiddleware
-
-        closers: list[Callable[[], Awaitable[Any]]] = []
-        if variant == "memory":
-            from starsessions.stores.memory import InMemoryStore
-
-            store: Any = InMemoryStore()
-        else:
-            from redis.asyncio import Redis
-            from starsessions.stores.redis import RedisStore as StarRedisStore
-
-            client = Redis.from_url(env.redis_url)
-            closers.append(client.aclose)
-            store = StarRedisStore(connection=client, prefix=f"bench:{name}:")
-        autoload = name.endswith("-autoload")
-        mw = [
-            Middleware(
-                SessionMiddleware,
-                store=store,
-                lifetime=MAX_AGE,
-                cookie_https_only=False,
-            )
-        ]
-        if autoload:
-            mw.append(Middleware(SessionAutoloadMiddleware))
-        app = session_app("autoload" if autoload else "starsessions", mw, data)
-        return Built(app, await _seed(app), closers)
-
-    if family == "ours":
-        from asgi_sessions import SessionMiddleware as Ours
-
-        store, closers = _ours_store(variant, env, name)
-        autoload = name.endswith("-autoload")
-        mw = [Middleware(Ours, secret_key=SECRET, store=store, max_age=MAX_AGE, autoload=autoload)]
-        app = session_app("ours", mw, data)
-        return Built(app, await _seed(app), closers)
-
-    if name == "raw-redis":
-        from redis.asyncio import Redis
-
-        client = Redis.from_url(env.redis_url)
-        key = f"bench:{name}:session"
-        value = json.dumps(data).encode()
-        await client.set(key, value, ex=MAX_AGE)
-
-        async def get() -> Any:
-            return await client.get(key)
-
-        async def put() -> Any:
-            return await client.set(key, value, ex=MAX_AGE)
-
-        return Built(floor_app(get, put), DUMMY_COOKIE, [client.aclose])
-
-    if name == "raw-sqlite":
-        import aiosqlite
-
-        db = await aiosqlite.connect(os.path.join(env.tmpdir, "raw.sqlite3"), isolation_level=None)
-        # The pragmas SQLiteStore uses, so the floor pays what the store pays.
-        await db.execute_fetchall("PRAGMA journal_mode = WAL")
-        await db.execute_fetchall("PRAGMA synchronous = NORMAL")
-        await db.execute_fetchall(
-            "CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, data TEXT NOT NULL)"
-        )
-        key = "k" * 64
-        value = json.dumps(data)
-        upsert = (
-            "INSERT INTO sessions (id, data) VALUES (?, ?) "
-            "ON CONFLICT (id) DO UPDATE SET data = excluded.data"
-        )
-        await db.execute_fetchall(upsert, (key, value))
-
-        async def select() -> Any:
-            rows = await db.execute_fetchall("SELECT data FROM sessions WHERE id = ?", (key,))
-            return list(rows)
-
-        async def save() -> Any:
-            return await db.execute_fetchall(upsert, (key, value))
-
-        return Built(floor_app(select, save), DUMMY_COOKIE, [db.close])
-
-    raise ValueError(f"unknown configuration {name!r}")
-
-
-# Interleaved in this order each round.
-CONFIGS: list[Config] = [
-    Config("bare", "bare app (no middleware)"),
-    Config("starlette", "Starlette SessionMiddleware (signed cookie)"),
-    Config("starsessions-memory", "starsessions InMemoryStore, lazy load_session"),
-    Config(
-        "starsessions-memory-autoload", "starsessions InMemoryStore + SessionAutoloadMiddleware"
-    ),
-    Config("starsessions-redis", "starsessions RedisStore, lazy load_session"),
-    Config("starsessions-redis-autoload", "starsessions RedisStore + SessionAutoloadMiddleware"),
-    Config("raw-redis", "floor: redis-py GET / GET+SET"),
-    Config("raw-sqlite", "floor: aiosqlite SELECT / SELECT+UPSERT"),
-    Config("ours-memory", "asgi_sessions MemoryStore"),
-    Config("ours-memory-autoload", "asgi_sessions MemoryStore, autoload=True"),
-    Config("ours-sqlite", "asgi_sessions SQLiteStore (tmp file)"),
-    Config("ours-redis", "asgi_sessions RedisStore.from_url"),
-    Config("ours-cookie", "asgi_sessions CookieStore"),
-]
-
-SWEEP_SIZES = (1_000, 10_000, 100_000)
-SWEEP: list[Config] = [
-    Config(f"{family}-{size // 1000}k", f"{family}, {size // 1000} KB session", size, ("write",))
-    for family in ("ours-sqlite", "ours-redis", "starsessions-redis")
-    for size in SWEEP_SIZES
-]
-
-
-# -- statistics ----------------------------------------------------------------------------
-
-
-def spread(values: Sequence[float]) -> tuple[float, float, float]:
-    """(median, p10, p90) of ``values``."""
-    med = statistics.median(values)
-    if len(values) < 2:
-        return med, med, med
-    deciles = statistics.quantiles(values, n=10, method="inclusive")
-    return med, deciles[0], deciles[-1]
-
-
-def ratio_rows(
-    samples: dict[str, dict[str, list[float]]],
-    specs: list[tuple[str, str, str, float | None]],
-    higher_is_better: bool = False,
-) -> list[dict[str, Any]]:
-    rows = []
-    for endpoint, name, floor, goal in specs:
-        a = samples.get(name, {}).get(endpoint)
-        b = samples.get(floor, {}).get(endpoint)
-        if not a or not b:
-            continue
-        per_round = [x / y for x, y in zip(a, b, strict=False)]
-        med, p10, p90 = spread(per_round)
-        verdict = "info"
-        if goal is not None:
-            ok = med >= goal if higher_is_better else med <= goal
-            verdict = "PASS" if ok else "MISS"
-        rows.append(
-            {
-                "endpoint": endpoint,
-                "config": name,
-                "floor": floor,
-                "ratio": med,
-                "p10": p10,
-                "p90": p90,
-                "goal": goal,
-                "verdict": verdict,
-            }
-        )
-    return rows
-
-
-def ratio_table(rows: list[dict[str, Any]], sign: str = "≤") -> list[str]:
-    lines = [
-        "| endpoint | configuration | against | ratio [p10-p90] | goal | verdict |",
-        "|---|---|---|---:|---:|---|",
-    ]
-    for row in rows:
-        goal = f"{sign} {row['goal']:.2f}x" if row["goal"] is not None else "-"
-        lines.append(
-            f"| {row['endpoint']} | `{row['config']}` | `{row['floor']}` | "
-            f"{row['ratio']:.2f}x [{row['p10']:.2f}-{row['p90']:.2f}] | {goal} | "
-            f"{'**' + row['verdict'] + '**' if row['verdict'] == 'MISS' else row['verdict']} |"
-        )
-    return lines
+def skipped(title: str, reason: str) -> Section:
+    return Section(title, [f"Skipped: {reason}."], {"skipped": reason})
 
 
 def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for dist in ("starlette", "starsessions", "redis", "aiosqlite", "uvicorn", "asgi-sessions"):
+    out = {"python": platform.python_version(), "cpus": str(os.cpu_count())}
+    for dist in (
+        "starlette",
+        "starsessions",
+        "redis",
+        "aiosqlite",
+        "uvicorn",
+        "asgi-server-sessions",
+    ):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
-            out[dist] = "source tree" if dist == "asgi-sessions" else "not installed"
+            out[dist] = "not installed"
     return out
+
+
+def header(seconds: float) -> str:
+    info = versions()
+    libs = ", ".join(f"{k} {v}" for k, v in info.items() if k not in ("python", "cpus"))
+    return f"Python {info['python']}, {info['cpus']} CPUs; {libs}; {seconds:.0f} s."
+
+
+def write_latest(name: str, section: Section, out: Path = LATEST) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.md").write_text(section.markdown())
+    payload = {"command": section.command, "versions": versions(), **section.data}
+    (out / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def write_full(sections: dict[str, Section], seconds: float, out: Path = RESULTS) -> None:
+    """A full run: bench/RESULTS.md, results/full.json and the README's table."""
+    text = "\n".join(
+        ["# asgi-server-sessions benchmark", "", f"`make bench` — {header(seconds)}", ""]
+        + [section.markdown() for section in sections.values()]
+    )
+    (HERE / "RESULTS.md").write_text(text)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "versions": versions(),
+        "seconds": seconds,
+        "suites": {name: {"command": s.command, **s.data} for name, s in sections.items()},
+    }
+    (out / "full.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    readme = [f"`make bench` — {header(seconds)} All tables: [bench/RESULTS.md](bench/RESULTS.md)."]
+    for section in sections.values():
+        if section.readme:  # under the README's "## Benchmarks": headings two levels down
+            lines = [re.sub(r"^### ", "##### ", line) for line in section.readme]
+            readme += ["", f"#### {section.title}", "", f"`{section.command}`", "", *lines]
+    include_in_readme("\n".join(readme))
+
+
+def include_in_readme(body: str, readme: Path = README) -> None:
+    """Put ``body`` into the README between its bench markers."""
+    text = readme.read_text()
+    head, start, rest = text.partition(_START)
+    _, end, tail = rest.partition(_END)
+    if not (start and end):
+        raise SystemExit(f"{readme} has no {_START} ... {_END} section for the results")
+    readme.write_text(f"{head}{_START}\n{body.strip()}\n{_END}{tail}")

@@ -1,9 +1,16 @@
-"""Services the benchmark scripts run against: a throwaway ``redis-server``, free ports.
+"""The servers suites run against, each described once, started at most once per run.
 
-    with redis_server() as url:   # REDIS_URL if set, else a private server on a free port
+A service is one :class:`ServiceSpec`: its binary, its arguments for a host, port and
+scratch directory, how to tell that it answers, and the URL a client uses. Adding one
+(PostgreSQL, a Redis Cluster) is one spec in ``SERVICES``::
+
+    with start(REDIS) as server:                  # a private server on a free loopback port
+        use(server.url)
+    with start(REDIS, host=ip, wrap=["ip", "netns", "exec", ns]):  # inside a namespace
         ...
 
-No redis-py needed here: readiness is a raw ``PING`` on the socket.
+``Services`` (the harness's) hands a suite the URL of a shared server, started on first
+use and stopped when the run ends, or the one the spec's environment variable names.
 """
 
 from __future__ import annotations
@@ -12,24 +19,45 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 
-class RedisUnavailable(SystemExit):
-    """No ``redis-server`` binary and no ``REDIS_URL``.
-
-    A ``SystemExit``: a script that cannot go on without Redis exits with the message;
-    one that can (``python -m bench``) catches it and skips its Redis configurations.
-    """
+class Unavailable(Exception):
+    """A service cannot run here (no binary, no URL); the message says how to get it."""
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    binary: str
+    env_var: str  # a URL here means "use that server, start none"
+    install: str  # how to get the binary, for the message when it is missing
+    argv: Callable[[str, int, Path], list[str]]  # (host, port, workdir) -> arguments
+    url: Callable[[str, int], str]
+    answers: Callable[[str, int], bool]
+    prepare: Callable[[str, Path], None] | None = None  # (binary path, workdir): e.g. initdb
+    commands: Callable[[str], Counter[str]] | None = None  # server-side command counters
+
+
+@dataclass(frozen=True)
+class Running:
+    url: str
+    host: str
+    port: int
+    pid: int | None  # None: a server named by the environment, not ours
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now."""
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((host, 0))
         port: int = probe.getsockname()[1]
         return port
 
@@ -45,81 +73,163 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 5) -> None:
             process.wait()
 
 
-def _answers_ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
+def wait_until(ready: Callable[[], bool], process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 20
+    while not ready():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.02)
 
 
 @contextmanager
-def redis_server(*, persistent: bool = False) -> Iterator[str]:
-    """Yield a Redis URL: ``REDIS_URL`` if set, else a private server's, stopped at the end.
+def start(
+    spec: ServiceSpec,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    wrap: Sequence[str] = (),
+) -> Iterator[Running]:
+    """Run a private ``spec`` server on ``host``, its files in a temporary directory.
 
-    The private server listens on a free loopback port with its files in a temporary
-    directory, removed afterwards; no RDB snapshots, and an append-only file only if
-    ``persistent``. Raises ``RedisUnavailable`` if there is neither ``REDIS_URL`` nor a
-    ``redis-server`` binary, and ``RuntimeError`` if the server does not answer ``PING``
-    within 10 s.
+    ``port`` defaults to a free one. ``wrap`` prefixes the command: ``ip netns exec NAME``
+    runs the server inside a namespace (where any port is free, the namespace being new).
     """
-    url = os.environ.get("REDIS_URL")
-    if url:
-        yield url
-        return
-    binary = shutil.which("redis-server")
+    binary = shutil.which(spec.binary)
     if binary is None:
-        raise RedisUnavailable(
-            "redis-server not found (apt-get install -y redis-server) and REDIS_URL unset"
-        )
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="bench-redis-") as workdir:
-        command = [
-            binary,
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--dir", workdir,
-            "--save", "",
-            "--appendonly", "yes" if persistent else "no",
-        ]  # fmt: skip
+        raise Unavailable(f"{spec.binary} not found ({spec.install}), and {spec.env_var} unset")
+    port = port or free_port()
+    with tempfile.TemporaryDirectory(prefix=f"bench-{spec.name}-") as workdir:
+        if spec.prepare is not None:
+            spec.prepare(binary, Path(workdir))
+        command = [*wrap, binary, *spec.argv(host, port, Path(workdir))]
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 10
-            while not _answers_ping(port):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start on port {port}")
-                time.sleep(0.02)
-            yield f"redis://127.0.0.1:{port}/0"
+            wait_until(lambda: spec.answers(host, port), process, f"{spec.name} on {host}:{port}")
+            yield Running(spec.url(host, port), host, port, process.pid)
         finally:
             stop_process(process)
 
 
+class Services:
+    """The run's shared servers: each started on first use, all stopped by ``close()``."""
+
+    def __init__(self, allowed: bool = True) -> None:
+        self.allowed = allowed
+        self._running: dict[str, str] = {}
+        self._stack = ExitStack()
+
+    def url(self, spec: ServiceSpec) -> str:
+        """The URL of ``spec``'s server; raises ``Unavailable`` if there can be none."""
+        if spec.name in self._running:
+            return self._running[spec.name]
+        if not self.allowed:
+            raise Unavailable(f"services are off (--services none), so no {spec.name}")
+        url = os.environ.get(spec.env_var) or self._stack.enter_context(start(spec)).url
+        print(f"{spec.name}: {url}", file=sys.stderr, flush=True)
+        self._running[spec.name] = url
+        return url
+
+    def external(self, spec: ServiceSpec) -> bool:
+        """Whether ``spec``'s server is one the environment named (not ours to fill)."""
+        return bool(os.environ.get(spec.env_var))
+
+    def close(self) -> None:
+        self._stack.close()
+        self._running.clear()
+
+
+# -- the services ------------------------------------------------------------------------
+
+
+def _answers(host: str, port: int, ask: bytes, expect: bytes) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as sock:
+            sock.sendall(ask)
+            return sock.recv(64).startswith(expect)
+    except OSError:
+        return False
+
+
+def _redis_commands(url: str) -> Counter[str]:
+    """How many times the server ran each command so far (``INFO commandstats``)."""
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        stats = client.info("commandstats")
+    return Counter({name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()})
+
+
+REDIS = ServiceSpec(
+    name="redis",
+    binary="redis-server",
+    env_var="REDIS_URL",
+    install="apt-get install -y redis-server",
+    argv=lambda host, port, workdir: [
+        "--port",
+        str(port),
+        "--bind",
+        host,
+        "--dir",
+        str(workdir),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        # Bound to loopback, or to a namespace's link-local address only the bench reaches.
+        "--protected-mode",
+        "no",
+    ],
+    url=lambda host, port: f"redis://{host}:{port}/0",
+    answers=lambda host, port: _answers(host, port, b"PING\r\n", b"+PONG"),
+    commands=_redis_commands,
+)
+
+SERVICES = {spec.name: spec for spec in (REDIS,)}
+
+
 @contextmanager
-def uvicorn_server(factory: str, env: dict[str, str]) -> Iterator[tuple[str, int]]:
+def uvicorn_server(
+    factory: str, env: dict[str, str], *, host: str = "127.0.0.1"
+) -> Iterator[tuple[str, int]]:
     """Serve ``factory`` (``module:function``) with uvicorn on a free loopback port.
 
     Yields ``(base_url, server_pid)`` once the port accepts connections; stops the server
-    (SIGTERM, so lifespan shutdown runs) at the end.
+    (SIGTERM, so lifespan shutdown runs) at the end. ``host`` may be any loopback address
+    (127.0.0.2, ...), to stand for another machine.
     """
-    import sys
-
-    port = free_port()
+    port = free_port(host)
     command = [
-        sys.executable, "-m", "uvicorn", "--factory", factory,
-        "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
-    ]  # fmt: skip
-    server = subprocess.Popen(command, env={**os.environ, **env})
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        factory,
+        "--workers",
+        "1",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--no-access-log",
+        # Keep-alive outlives a CPU-starved client's pause (uvicorn's default is 5 s), so a
+        # load generator on a busy machine does not meet connections closed under it.
+        "--timeout-keep-alive",
+        "120",
+        "--log-level",
+        "warning",
+    ]
+    root = Path(__file__).resolve().parent.parent
+    server = subprocess.Popen(command, env={**os.environ, **env}, cwd=root)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"uvicorn did not start serving {factory}") from None
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}", server.pid
+        wait_until(lambda: _accepts(host, port), server, f"uvicorn serving {factory}")
+        yield f"http://{host}:{port}", server.pid
     finally:
         stop_process(server, timeout=20)
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False

@@ -1,7 +1,8 @@
 """Fixtures shared by every test: the store matrix, a controllable clock, an HTTP client.
 
-``store`` runs a test once per server-side store (memory, SQLite, Redis); ``any_store``
-adds the cookie store for tests that work at the HTTP level.
+``store`` runs a test once per server-side store (memory, SQLite, Redis on one server,
+on a Redis Cluster and behind Sentinel, PostgreSQL); ``any_store`` adds the cookie store
+for tests that work at the HTTP level.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 from asgi_sessions import MemoryStore, Store
 from tests.clock import FakeClock
 
-pytest_plugins = ["tests.redis_server"]
+pytest_plugins = ["tests.redis_server", "tests.redis_cluster", "tests.postgres_server"]
 
 PACKAGE = Path(__file__).resolve().parent.parent / "asgi_sessions"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -23,10 +24,14 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 def _available(kind: str) -> bool:
     # A backend joins the matrix as soon as its module exists.
-    return kind == "memory" or (PACKAGE / "stores" / f"{kind}.py").exists()
+    module = kind.partition("-")[0]
+    return kind == "memory" or (PACKAGE / "stores" / f"{module}.py").exists()
 
 
-SERVER_STORES = [kind for kind in ("memory", "sqlite", "redis") if _available(kind)]
+REDIS_STORES = ("redis", "redis-cluster", "redis-sentinel")
+SERVER_STORES = [
+    kind for kind in ("memory", "sqlite", *REDIS_STORES, "postgres") if _available(kind)
+]
 ANY_STORES = [*SERVER_STORES, *(["cookie"] if _available("cookie") else [])]
 
 
@@ -43,11 +48,17 @@ async def _make_store(kind: str, request: pytest.FixtureRequest, clock: FakeCloc
 
         tmp_path: Path = request.getfixturevalue("tmp_path")
         return SQLiteStore(tmp_path / "sessions.sqlite3", clock=clock)
-    if kind == "redis":
+    if kind in REDIS_STORES:
         from asgi_sessions.stores.redis import RedisStore
 
-        url: str = request.getfixturevalue("redis_url")
+        fixture = {"redis": "redis_url", "redis-cluster": "redis_cluster_url"}
+        url: str = request.getfixturevalue(fixture.get(kind, "redis_sentinel_url"))
         return RedisStore.from_url(url, clock=clock)
+    if kind == "postgres":
+        from asgi_sessions.stores.postgres import PostgresStore
+
+        dsn: str = request.getfixturevalue("postgres_url")
+        return PostgresStore(dsn, clock=clock)
     if kind == "cookie":
         from asgi_sessions.stores.cookie import CookieStore
 
@@ -65,5 +76,12 @@ async def store(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterat
 @pytest.fixture(params=ANY_STORES)
 async def any_store(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Store]:
     """Every store, the cookie store included."""
+    async with await _make_store(request.param, request, clock) as opened:
+        yield opened
+
+
+@pytest.fixture(params=[kind for kind in REDIS_STORES if _available(kind)])
+async def redis_store(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Store]:
+    """RedisStore on each topology: one server, a Redis Cluster, behind Sentinel."""
     async with await _make_store(request.param, request, clock) as opened:
         yield opened

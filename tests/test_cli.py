@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
+import re
 import subprocess
 import sys
 import time
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import asgi_sessions
 from asgi_sessions import store_from_url
 from asgi_sessions.cli import main
 from tests.support import encoded, session_write
@@ -33,13 +36,19 @@ async def seed(url: str, sessions: dict[str, tuple[dict[str, object], float, str
             await store.save(key, change)
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "redis-sentinel", "postgresql", "postgres"])
 async def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A store URL holding two live sessions of "ann" and two expired ones."""
+    """A store URL holding two live sessions of "ann" and two expired ones.
+
+    (On a Redis Cluster a session's key is minted by the store, so the cluster's CLI test
+    seeds its own: tests/test_redis_topologies.py.)"""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'sessions.sqlite3'}"
-    else:
-        url = request.getfixturevalue("redis_url")
+    elif request.param.startswith("redis"):
+        url = request.getfixturevalue(request.param.replace("-", "_") + "_url")
+    else:  # both spellings of the PostgreSQL scheme
+        dsn: str = request.getfixturevalue("postgres_url")
+        url = request.param + dsn[dsn.index("://") :]
     await seed(
         url,
         {
@@ -58,15 +67,30 @@ async def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str,
     return status, out, err
 
 
-async def test_show_prints_the_session_as_json(
+async def test_show_prints_the_session_as_text(
     url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     status, out, err = await run(capsys, "show", url, "live-key")
     assert (status, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[:2] == ["session_key  live-key", "owner        ann"]
+    assert re.fullmatch(r"created      \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", lines[2])
+    assert lines[3].startswith("expire_date  ") and lines[3].endswith(" UTC")
+    assert lines[4] == "data         2 keys"
+    assert sorted(lines[5:]) == ["  cart = [1, 2]", '  user = "ann"']
+
+
+async def test_show_json_prints_one_json_object(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = await run(capsys, "show", url, "live-key", "--json")
+    assert (status, err) == (0, "")
     shown = json.loads(out)
-    assert shown["session_key"] == "live-key"
+    assert set(shown) == {"session_key", "owner", "created", "expire_date", "data"}
+    assert (shown["session_key"], shown["owner"]) == ("live-key", "ann")
     assert shown["data"] == {"user": "ann", "cart": [1, 2]}
-    assert datetime.fromisoformat(shown["expire_date"]).utcoffset().total_seconds() == 0
+    for moment in (shown["created"], shown["expire_date"]):
+        assert datetime.fromisoformat(moment).utcoffset().total_seconds() == 0
 
 
 @pytest.mark.parametrize("key", ["no-such-key", "old-key"])
@@ -83,30 +107,53 @@ async def test_clear_expired_prints_how_many_were_removed(
     url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Redis drops expired records itself, so it has none left to remove.
-    removed = "2\n" if url.startswith("sqlite") else "0\n"
+    removed = "0\n" if url.startswith("redis") else "2\n"
     assert await run(capsys, "clear-expired", url) == (0, removed, "")
     assert await run(capsys, "clear-expired", url) == (0, "0\n", "")
 
 
-async def test_sessions_lists_the_owners_live_sessions_as_json_lines(
+async def test_sessions_lists_the_owners_live_sessions_as_a_table(
     url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status, out, _ = await run(capsys, "sessions", url, "ann")
-    lines = [json.loads(line) for line in out.splitlines()]
+    status, out, err = await run(capsys, "sessions", url, "ann")
+    assert (status, err) == (0, "")
+    header, *rows = out.splitlines()
+    assert header.split() == ["PUBLIC", "ID", "CREATED", "LAST", "SAVED", "EXPIRES"]
+    listed = await public_ids(url, capsys)
+    assert [row.split()[0] for row in rows] == listed
+    assert all(row.count(" UTC") == 3 for row in rows)
+    assert await run(capsys, "sessions", url, "nobody") == (
+        0,
+        "'nobody' has no live sessions.\n",
+        "",
+    )
+
+
+async def public_ids(url: str, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    status, out, _ = await run(capsys, "sessions", url, "ann", "--json")
     assert status == 0
-    assert len(lines) == 2
-    assert set(lines[0]) == {"public_id", "created", "last_saved", "expire_date"}
+    return [row["public_id"] for row in json.loads(out)]
+
+
+async def test_sessions_json_prints_a_json_array(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = await run(capsys, "sessions", url, "ann", "--json")
+    assert (status, err) == (0, "")
+    rows = json.loads(out)
+    assert len(rows) == 2
+    assert set(rows[0]) == {"public_id", "created", "last_saved", "expire_date"}
+    assert await run(capsys, "sessions", url, "nobody", "--json") == (0, "[]\n", "")
 
 
 async def test_revoke_ends_all_but_the_kept_session_and_prints_the_count(
     url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, out, _ = await run(capsys, "sessions", url, "ann")
-    first, second = (json.loads(line)["public_id"] for line in out.splitlines())
+    first, second = await public_ids(url, capsys)
     assert await run(capsys, "revoke", url, "ann", "--keep", first) == (0, "1\n", "")
     assert await run(capsys, "revoke", url, "ann", "--only", second) == (0, "0\n", "")
     assert await run(capsys, "revoke", url, "ann", "--only", first) == (0, "1\n", "")
-    assert await run(capsys, "sessions", url, "ann") == (0, "", "")
+    assert await public_ids(url, capsys) == []
 
 
 @pytest.mark.parametrize(
@@ -134,12 +181,12 @@ async def test_a_store_error_exits_1_with_one_line(
 async def test_a_memory_url_works_and_has_nothing_stored(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    status, out, err = await run(capsys, "sessions", "memory://", "ann")
-    assert (status, out, err) == (0, "", "")
+    status, out, err = await run(capsys, "sessions", "memory://", "ann", "--json")
+    assert (status, out, err) == (0, "[]\n", "")
 
 
 def test_the_module_runs_with_help_for_every_command() -> None:
-    for argv in ([], ["show"], ["clear-expired"], ["sessions"], ["revoke"]):
+    for argv in ([], ["show"], ["clear-expired"], ["sessions"], ["revoke"], ["stats"]):
         done = subprocess.run(
             [sys.executable, "-m", "asgi_sessions", *argv, "--help"],
             cwd=ROOT,
@@ -149,3 +196,176 @@ def test_the_module_runs_with_help_for_every_command() -> None:
         )
         assert done.returncode == 0, done.stderr
         assert "usage: python -m asgi_sessions" in done.stdout
+
+
+def test_version_prints_the_distribution_name_and_the_package_version() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "asgi_sessions", "--version"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"asgi-server-sessions {asgi_sessions.__version__}\n"
+
+
+def test_the_installed_metadata_carries_the_version_from_the_package() -> None:
+    # One place for the version: hatchling reads __version__ into the metadata.
+    assert importlib.metadata.version("asgi-server-sessions") == asgi_sessions.__version__
+
+
+def test_usage_names_the_console_script_when_run_through_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["/usr/local/bin/asgi-server-sessions", "--help"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: asgi-server-sessions ")
+
+
+async def test_stats_prints_sessions_expired_owners_and_size(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Redis drops expired records itself: none are left to count.
+    expired = 0 if url.startswith("redis") else 2
+    where = "memory" if url.startswith("redis") else "disk"
+    status, out, err = await run(capsys, "stats", url)
+    assert (status, err) == (0, "")
+    rows = [re.split(r"  +", line) for line in out.splitlines()]
+    assert rows[:3] == [
+        ["sessions", "2"],
+        ["expired", f"{expired} (not cleared yet)" if expired else "0"],
+        ["owners", "1"],
+    ]
+    assert rows[3][0] == ("size on disk" if where == "disk" else "size in memory")
+    assert re.fullmatch(r"[\d.]+ (bytes|kB|MB)( \([\d,]+ bytes\))?", rows[3][1])
+
+    status, out, err = await run(capsys, "stats", url, "--json")
+    stats = json.loads(out)
+    assert (status, err) == (0, "")
+    assert stats == {
+        "sessions": 2,
+        "expired": expired,
+        "owners": 1,
+        "size_bytes": stats["size_bytes"],
+        "size_where": where,
+    }
+    assert stats["size_bytes"] > 0
+
+
+async def test_stats_of_a_cookie_store_exits_1_saying_why(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, out, err = await run(capsys, "stats", "cookie://")
+    assert (status, out) == (1, "")
+    assert err.startswith("error: CookieStore keeps no server-side record") and err.count("\n") == 1
+
+
+def test_sizes_read_as_people_write_them() -> None:
+    from asgi_sessions.cli import _size
+
+    assert _size(512) == "512 bytes"
+    assert _size(36_864) == "36.9 kB (36,864 bytes)"
+    assert _size(250_000_000) == "250.0 MB (250,000,000 bytes)"
+    assert _size(7 * 10**15) == "7000.0 TB (7,000,000,000,000,000 bytes)"
+
+
+def on_a_terminal(argv: list[str], *, stdout_is_a_tty: bool) -> tuple[int, str, str]:
+    """Run the CLI with stderr (and stdout, if asked) on a pseudo-terminal.
+
+    Returns the exit status, what the terminal showed, and what went to a piped stdout.
+    """
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "asgi_sessions", *argv],
+        cwd=ROOT,
+        stdout=follower if stdout_is_a_tty else subprocess.PIPE,
+        stderr=follower,
+    )
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # EIO: every writer closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    piped = process.stdout.read() if process.stdout is not None else b""
+    if process.stdout is not None:
+        process.stdout.close()
+    status = process.wait(timeout=30)
+    return status, shown.decode().replace("\r\n", "\n"), piped.decode()
+
+
+async def test_clear_expired_on_a_terminal_shows_progress_on_stderr(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'sessions.sqlite3'}"
+    await seed(url, {f"old-{n}": ({"n": n}, -10, None) for n in range(3)})
+    status, shown, piped = await asyncio.to_thread(
+        on_a_terminal, ["clear-expired", url], stdout_is_a_tty=True
+    )
+    assert (status, piped) == (0, "")
+    progress, count = shown.splitlines()
+    assert re.fullmatch(r"clear-expired: 3 removed in \d+\.\d s, [\d,]+/s", progress)
+    assert count == "3"
+
+
+async def test_clear_expired_stays_quiet_when_stdout_is_not_a_terminal(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'sessions.sqlite3'}"
+    await seed(url, {f"old-{n}": ({"n": n}, -10, None) for n in range(3)})
+    status, shown, piped = await asyncio.to_thread(
+        on_a_terminal, ["clear-expired", url], stdout_is_a_tty=False
+    )
+    assert (status, shown, piped) == (0, "", "3\n")
+
+
+def test_progress_lines_show_count_share_and_rate_at_most_once_a_second() -> None:
+    import io
+
+    from asgi_sessions._progress import ProgressLine
+
+    moments = iter([0.0, 0.5, 1.0, 1.5, 2.0, 2.5])
+    stream = io.StringIO()
+    progress = ProgressLine("clear-expired", stream, total=1000, clock=lambda: next(moments))
+    for done in (100, 200, 300, 1000):
+        progress(done)
+    progress.finish(1000)
+    assert stream.getvalue().splitlines() == [
+        "clear-expired: 200 of 1,000 removed (20%), 200/s",
+        "clear-expired: 1,000 of 1,000 removed (100%), 500/s",
+        "clear-expired: 1,000 removed in 2.5 s, 400/s",
+    ]
+    unknown = io.StringIO()
+    times = iter([0.0, 2.0, 2.0])
+    blind = ProgressLine("clear-expired", unknown, clock=lambda: next(times))
+    blind(10)
+    blind.finish(10)
+    assert unknown.getvalue() == (
+        "clear-expired: 10 removed, 5/s\nclear-expired: 10 removed in 2.0 s, 5/s\n"
+    )
+
+
+@pytest.mark.parametrize("store", ["sqlite", "cookie"])
+async def test_on_a_terminal_progress_goes_to_stderr_and_the_count_to_stdout(
+    store: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # In-process twin of the pty test above (which runs in a child process). The cookie
+    # store has no stats(), so no total is known: the lines show the count and rate only.
+    url = f"sqlite:///{tmp_path / 's.sqlite3'}" if store == "sqlite" else "cookie://"
+    if store == "sqlite":
+        await seed(url, {"live": ({"n": 1}, 3600, None), "old": ({"n": 2}, -10, None)})
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    status, out, err = await run(capsys, "clear-expired", url)
+    removed = 1 if store == "sqlite" else 0
+    assert (status, out) == (0, f"{removed}\n")
+    assert re.fullmatch(rf"clear-expired: {removed} removed in \d+\.\d s, [\d,]+/s\n", err)

@@ -365,7 +365,7 @@ def test_encryption_without_cryptography_names_the_install_command(
         with pytest.raises(MissingDependency) as raised:
             build()
         assert isinstance(raised.value, ImportError)
-        assert "pip install 'asgi-sessions[cookie-encryption]'" in str(raised.value)
+        assert "pip install 'asgi-server-sessions[cookie-encryption]'" in str(raised.value)
     assert CookieStore().encrypt is False  # plain cookies need no extra
 
 

@@ -23,28 +23,18 @@ def python_blocks(path: Path) -> list[tuple[int, str]]:
 
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
 def test_every_python_block_runs(
-    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str
+    path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_url: str,
+    postgres_url: str,
 ) -> None:
     blocks = python_blocks(path)
     assert blocks, f"{path.name} has no python blocks"
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("POSTGRES_URL", postgres_url)
     namespace: dict[str, object] = {"__name__": f"docs_{path.stem}"}
     for line, source in blocks:
         code = compile(source, f"{path.name}:{line}", "exec")
         exec(code, namespace)  # noqa: S102 - running our own documentation is the point
-
-
-def test_a_full_bench_run_replaces_the_readme_table_between_its_markers(tmp_path: Path) -> None:
-    from bench.__main__ import include_in_readme
-
-    readme = tmp_path / "README.md"
-    readme.write_text("# x\n\n<!-- bench:start -->\nold\n<!-- bench:end -->\n\n## FAQ\n")
-    include_in_readme("# asgi-sessions benchmark\n\nrun line\n\n## Ratios\n\n| a |\n", readme)
-    assert readme.read_text() == (
-        "# x\n\n<!-- bench:start -->\nrun line\n\n#### Ratios\n\n| a |\n"
-        "<!-- bench:end -->\n\n## FAQ\n"
-    )
-    readme.write_text("no markers")
-    with pytest.raises(SystemExit, match="no <!-- bench:start -->"):
-        include_in_readme("# t\nbody", readme)

@@ -401,11 +401,11 @@ def test_without_redis_the_store_raises_the_install_command(
 
     with pytest.raises(MissingDependency) as raised:
         RedisStore.from_url("redis://localhost")
-    with pytest.raises(ImportError, match=r"pip install 'asgi-sessions\[redis\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'asgi-server-sessions\[redis\]'"):
         RedisStore(None)  # type: ignore[arg-type]
 
     assert str(raised.value) == (
-        "'redis' is not installed. Install it with: pip install 'asgi-sessions[redis]'"
+        "'redis' is not installed. Install it with: pip install 'asgi-server-sessions[redis]'"
     )
 
 
@@ -423,7 +423,7 @@ def test_asgi_sessions_imports_without_redis() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
 
-    assert "pip install 'asgi-sessions[redis]'" in result.stdout
+    assert "pip install 'asgi-server-sessions[redis]'" in result.stdout
 
 
 # -- failure ----------------------------------------------------------------------------

@@ -7,11 +7,12 @@ from urllib.parse import urlsplit
 
 from ..errors import ImproperlyConfigured
 from ..redaction import redact_url
-from .base import OwnedSession, SessionRecord, SessionWrite, Store, StoredSession
+from .base import OwnedSession, SessionRecord, SessionWrite, Store, StoredSession, StoreStats
 from .memory import MemoryStore
 
 if TYPE_CHECKING:
     from .cookie import CookieStore
+    from .postgres import PostgresStore
     from .redis import RedisStore
     from .sqlite import SQLiteStore
 
@@ -19,17 +20,22 @@ __all__ = [
     "CookieStore",
     "MemoryStore",
     "OwnedSession",
+    "PostgresStore",
     "RedisStore",
     "SQLiteStore",
     "SessionRecord",
     "SessionWrite",
     "Store",
+    "StoreStats",
     "StoredSession",
     "store_from_url",
 ]
 
 _SCHEMES = "memory://, sqlite:///relative/path.sqlite3, sqlite:////absolute/path.sqlite3, "
-_SCHEMES += "redis://host:port/db, rediss://host:port/db, cookie://"
+_SCHEMES += "redis://host:port/db, rediss://host:port/db, redis+cluster://host:port, "
+_SCHEMES += "redis+sentinel://host:port[,host:port]/service[/db], "
+_SCHEMES += "postgresql://user:password@host:port/database (or postgres://), cookie://"
+_REDIS_TOPOLOGIES = ("redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel")
 
 
 def store_from_url(url: str, **options: Any) -> Store:
@@ -64,6 +70,16 @@ def store_from_url(url: str, **options: Any) -> Store:
                 f"The Redis URL {shown!r} names no host. Use redis://localhost:6379/0."
             )
         return RedisStore.from_url(url, **options)
+    if scheme in _REDIS_TOPOLOGIES:
+        from .redis import RedisStore
+        from .redis_url import parse_redis_url
+
+        parse_redis_url(url)  # a mistake is an ImproperlyConfigured naming it, at start-up
+        return RedisStore.from_url(url, **options)
+    if scheme in ("postgresql", "postgres"):
+        from .postgres import PostgresStore
+
+        return PostgresStore.from_url(url, **options)
     if scheme == "cookie":
         from .cookie import CookieStore
 
@@ -73,7 +89,7 @@ def store_from_url(url: str, **options: Any) -> Store:
 
 def __getattr__(name: str) -> Any:
     # Optional backends are imported on first use, so `import asgi_sessions` never needs
-    # redis or cryptography.
+    # redis, asyncpg or cryptography.
     if name == "SQLiteStore":
         from .sqlite import SQLiteStore
 
@@ -82,6 +98,10 @@ def __getattr__(name: str) -> Any:
         from .redis import RedisStore
 
         return RedisStore
+    if name == "PostgresStore":
+        from .postgres import PostgresStore
+
+        return PostgresStore
     if name == "CookieStore":
         from .cookie import CookieStore
 

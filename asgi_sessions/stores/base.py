@@ -10,7 +10,10 @@ A backend subclasses :class:`Store` and implements five hooks in terms of a *sto
 - :meth:`Store.move` does the same merge and moves the result to a new id, atomically
   (``cycle_key()``: the old id is dead from that instant);
 - :meth:`Store.remove` deletes a record;
-- :meth:`Store.purge_expired` deletes expired records and counts them.
+- :meth:`Store.purge_expired` deletes expired records and counts them (a store that
+  deletes in batches implements :meth:`Store.purge_expired_batches` instead, so that
+  ``clear_expired(progress=...)`` and the CLI can report progress);
+- :meth:`Store.stats` (optional) counts sessions, owners and bytes for ``asgi-sessions stats``.
 
 The public methods (``load``, ``create``, ``save``, ``rotate``, ``delete``, ``get``,
 ``clear_expired``) mint and hash keys and call the hooks; a store whose keys carry more
@@ -23,11 +26,12 @@ import functools
 import hashlib
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from ..cookies import Signer
 from ..errors import KeyCollision, SessionStoreError, StoreCapabilityError
@@ -40,6 +44,7 @@ __all__ = [
     "SessionRecord",
     "SessionWrite",
     "Store",
+    "StoreStats",
     "StoredSession",
     "WriteOutcome",
     "hash_key",
@@ -94,9 +99,12 @@ class StoredSession:
     store); when set, ``data`` is ignored."""
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class SessionWrite:
     """Everything one save changes. A store applies it atomically or not at all.
+
+    Built once per save and never changed (not frozen only because a frozen dataclass
+    costs a slow ``object.__setattr__`` per field, on every save).
 
     Server stores merge it into what is stored: keys in ``deleted`` go, keys in ``set``
     are written (last writer wins per key), ``owner`` and ``expiry`` are written only if
@@ -196,11 +204,36 @@ class OwnedSession:
     expire_date: datetime
 
 
+@dataclass(slots=True, frozen=True)
+class StoreStats:
+    """What ``await store.stats()`` counts (``asgi-sessions stats URL`` prints it)."""
+
+    sessions: int
+    """Live sessions."""
+    expired: int
+    """Sessions past their end that are still stored (``clear_expired()`` removes them;
+    0 for a store that deletes them itself, such as Redis)."""
+    owners: int
+    """Distinct owners with at least one live session."""
+    size_bytes: int
+    """What the store takes up: the database files, or the memory its records use."""
+    size_where: Literal["disk", "memory"]
+    """Whether ``size_bytes`` is on disk or in memory."""
+
+
+Progress = Callable[[int], None]
+"""Called by ``clear_expired(progress=...)`` with the number removed so far."""
+
+
 class Store:
     """Base class of session stores. Subclasses implement the hooks below."""
 
     #: ``True`` when the data travels in the cookie itself (no server-side record).
     keeps_data_in_cookie = False
+    #: ``True`` when the store itself gives a session a new key whenever its owner
+    #: changes, even with ``rotate_on_owner_change=False`` (a Redis Cluster store: the key
+    #: decides the slot, and a session must share its owner's).
+    new_key_on_owner_change = False
 
     def __init__(self, *, clock: Clock = time.time) -> None:
         self.clock = clock
@@ -232,17 +265,47 @@ class Store:
         """Delete expired records; return how many were deleted."""
         raise NotImplementedError(f"{type(self).__name__} must implement purge_expired()")
 
+    async def purge_expired_batches(self) -> AsyncGenerator[int, None]:
+        """Delete expired records in batches, yielding how many each batch deleted.
+
+        A store that deletes in bounded batches (so no transaction holds a lock for long)
+        overrides this, and ``clear_expired(progress=...)`` reports after each batch. The
+        default is one batch: :meth:`purge_expired`.
+        """
+        yield await self.purge_expired()
+
+    async def stats(self) -> StoreStats:
+        """Count live and expired sessions and owners, and measure the store's size.
+
+        Optional: a backend implements it with its own counting queries (it may scan the
+        whole store: it is for operators, never for requests).
+        """
+        raise StoreCapabilityError(
+            f"{type(self).__name__} does not report statistics: it does not implement "
+            "Store.stats(). MemoryStore, SQLiteStore, RedisStore and PostgresStore do."
+        )
+
     # -- the cookie -----------------------------------------------------------------
 
     def bind(self, signer: Signer) -> None:
         """Called by the middleware with its signer; stores that sign data keep it."""
 
-    def decode_cookie(self, value: str, signer: Signer) -> str | None:
-        """The session key a cookie value carries, or ``None`` if its signature fails.
+    def verify_cookie(self, value: str, signer: Signer) -> tuple[str, bool] | None:
+        """``(session key, stale)`` for a cookie value, or ``None`` if its signature fails.
 
-        Runs before any I/O, so a forged cookie never costs a store lookup.
+        ``stale``: only an old secret verifies it, so the response signs it again with the
+        current one (:meth:`reissue_key`). Runs before any I/O, so a forged cookie never
+        costs a store lookup.
         """
-        return signer.unsign(value, max_length=_MAX_KEY_COOKIE)
+        return signer.verify(value, max_length=_MAX_KEY_COOKIE)
+
+    def reissue_key(self, session_key: str) -> str:
+        """The key to sign again when an old secret signed its cookie (no store write).
+
+        Server stores keep the key as it is; a store whose key carries data sealed with
+        the secret (the encrypted cookie store) seals it again with the current one.
+        """
+        return session_key
 
     def encode_cookie(self, session_key: str, signer: Signer) -> str:
         """The cookie value for ``session_key``."""
@@ -250,7 +313,12 @@ class Store:
 
     def new_key(self, owner: str | None) -> str:
         """A fresh session key (256 random bits); a store may shape it, e.g. to route it."""
-        return secrets.token_urlsafe(_KEY_BYTES)
+        key = secrets.token_urlsafe(_KEY_BYTES)
+        while key[0] == "-":
+            # One key in 64 would start with "-", which a shell command line (`show URL
+            # KEY`) takes for an option; redrawing costs under 0.03 bits of entropy.
+            key = secrets.token_urlsafe(_KEY_BYTES)
+        return key
 
     # -- what sessions and users call -----------------------------------------------
 
@@ -327,10 +395,20 @@ class Store:
             _serializer=serializer or JSONSerializer(),
         )
 
-    async def clear_expired(self) -> int:
-        """Delete every expired session; return how many were removed."""
+    async def clear_expired(self, *, progress: Progress | None = None) -> int:
+        """Delete every expired session; return how many were removed.
+
+        ``progress``, if given, is called with the number removed so far after each batch
+        the store deletes (SQLite deletes ``purge_batch`` at a time).
+        """
         self._require_open()
-        return await self.purge_expired()
+        removed = 0
+        async with aclosing(self.purge_expired_batches()) as batches:
+            async for count in batches:
+                removed += count
+                if progress is not None:
+                    progress(removed)
+        return removed
 
     # -- log out everywhere ---------------------------------------------------------
 
@@ -349,7 +427,7 @@ class Store:
     def _no_owner_index(self) -> StoreCapabilityError:
         return StoreCapabilityError(
             f"{type(self).__name__} keeps no index of sessions by owner, so it cannot list or "
-            "revoke them. Use MemoryStore, SQLiteStore or RedisStore for that."
+            "revoke them. Use MemoryStore, SQLiteStore, RedisStore or PostgresStore for that."
         )
 
     # -- lifecycle ------------------------------------------------------------------

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING
 from ..cookies import Signer
 from ..errors import ImproperlyConfigured, MissingDependency, StoreCapabilityError
 from ..expiry import resolve_expires_at
-from .base import Clock, Saved, SessionWrite, Store, StoredSession
+from ..serializers import compact_json_encoder
+from .base import Clock, Saved, SessionWrite, Store, StoredSession, StoreStats
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -50,7 +51,7 @@ _MIN_COMPRESSIBLE = 512
 # Level 6 compresses short JSON within a few bytes of level 9, in less time.
 _ZLIB_LEVEL = 6
 
-_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_encode_json = compact_json_encoder()
 _decode_json = json.JSONDecoder().decode
 
 
@@ -67,7 +68,7 @@ class CookieStore(Store):
 
     Args:
         encrypt: also encrypt the data with AES-GCM (needs the ``cryptography`` package:
-            ``pip install 'asgi-sessions[cookie-encryption]'``); otherwise the client can
+            ``pip install 'asgi-server-sessions[cookie-encryption]'``); otherwise the client can
             read, but not change, what is in its session.
     """
 
@@ -101,12 +102,22 @@ class CookieStore(Store):
 
     # -- the cookie ------------------------------------------------------------------
 
-    def decode_cookie(self, value: str, signer: Signer) -> str | None:
+    def verify_cookie(self, value: str, signer: Signer) -> tuple[str, bool] | None:
         """The signed ``body.issued.expires`` if the signature holds and the times are live."""
-        inner = signer.unsign(value)
-        if inner is None or not self._live(inner):
+        verified = signer.verify(value)
+        if verified is None or not self._live(verified[0]):
             return None
-        return inner
+        return verified
+
+    def reissue_key(self, session_key: str) -> str:
+        """The same payload; an encrypted body is sealed again with the current secret's key.
+
+        Issue and expiry times are kept, so signing it again never extends the session.
+        """
+        if not self.encrypt:
+            return session_key
+        body, issued, expires = session_key.rsplit(".", 2)
+        return f"{self._seal(self._open(body))}.{issued}.{expires}"
 
     def _live(self, key: str) -> bool:
         try:
@@ -197,6 +208,13 @@ class CookieStore(Store):
     async def purge_expired(self) -> int:
         """Expired cookies are refused when read; there is nothing to purge."""
         return 0
+
+    async def stats(self) -> StoreStats:
+        """Nothing to count: every session lives in its own browser."""
+        raise StoreCapabilityError(
+            "CookieStore keeps no server-side record of sessions, so it has no statistics "
+            "to report: each session lives only in its browser's cookie."
+        )
 
     def _no_owner_index(self) -> StoreCapabilityError:
         return StoreCapabilityError(

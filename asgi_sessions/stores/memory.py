@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 from ..errors import ImproperlyConfigured, KeyCollision, SessionInterrupted
@@ -12,6 +13,7 @@ from .base import (
     SessionWrite,
     Store,
     StoredSession,
+    StoreStats,
     WriteOutcome,
     merged_data,
     public_id_for,
@@ -59,39 +61,40 @@ class MemoryStore(Store):
                 if not owned:
                     del self._by_owner[record.owner]
 
-    def _put(self, store_id: str, record: StoredSession) -> None:
-        self._drop(store_id)
-        self._records[store_id] = record
-        if record.owner is not None:
-            self._by_owner.setdefault(record.owner, set()).add(store_id)
-        while len(self._records) > self.max_entries:
-            self._drop(next(iter(self._records)))
+    def _index(self, store_id: str, old: str | None, new: str | None) -> None:
+        if old == new:
+            return
+        if old is not None:
+            owned = self._by_owner.get(old)
+            if owned is not None:
+                owned.discard(store_id)
+                if not owned:
+                    del self._by_owner[old]
+        if new is not None:
+            self._by_owner.setdefault(new, set()).add(store_id)
 
-    def _merge(self, store_id: str, change: SessionWrite) -> StoredSession | None:
-        """The record ``change`` leaves (``None``: no data left); raises if it cannot apply."""
+    def _merge(
+        self, store_id: str, change: SessionWrite
+    ) -> tuple[StoredSession | None, StoredSession | None]:
+        """``(the record now stored, the record change leaves)``, the latter ``None`` when
+        no data is left; raises if the change cannot apply."""
         current = self._live(store_id)
         if change.create:
             if current is not None:
                 raise KeyCollision(f"A session with store id {store_id[:12]}... already exists.")
-            owner, expiry, created_at, data = change.owner, change.expiry, change.created_at, {}
+            owner, expiry, created_at = change.owner, change.expiry, change.created_at
+            data = dict(change.set)
         else:
             if current is None:
                 raise SessionInterrupted()
-            owner, expiry = change.settings(current.owner, current.expiry)
-            created_at, data = current.created_at, current.data
-        data = merged_data(data, change)
+            owner = change.owner if change.owner_changed else current.owner
+            expiry = change.expiry if change.expiry_changed else current.expiry
+            created_at = current.created_at
+            data = merged_data(current.data, change)
         if not data:
-            return None
-        return StoredSession(
-            data=data,
-            expires_at=resolve_expires_at(
-                expiry, change.now, change.default_expires_at, change.expires_cap
-            ),
-            created_at=created_at,
-            updated_at=change.now,
-            expiry=expiry,
-            owner=owner,
-        )
+            return current, None
+        ends = resolve_expires_at(expiry, change.now, change.default_expires_at, change.expires_cap)
+        return current, StoredSession(data, ends, created_at, change.now, expiry, owner)
 
     async def read(self, store_id: str) -> StoredSession | None:
         # The stored record itself, not a copy: readers only decode from it, and write()
@@ -101,23 +104,34 @@ class MemoryStore(Store):
         return self._live(store_id)
 
     async def write(self, store_id: str, change: SessionWrite) -> WriteOutcome:
-        record = self._merge(store_id, change)
-        return self._commit(store_id, record, change)
+        current, record = self._merge(store_id, change)
+        return self._commit(store_id, current, record, change)
 
     async def move(self, store_id: str, new_id: str, change: SessionWrite) -> WriteOutcome:
-        record = self._merge(store_id, change)
+        _, record = self._merge(store_id, change)
         if self._live(new_id) is not None:
             raise KeyCollision(f"A session with store id {new_id[:12]}... already exists.")
         self._drop(store_id)
-        return self._commit(new_id, record, change)
+        return self._commit(new_id, None, record, change)
 
     def _commit(
-        self, store_id: str, record: StoredSession | None, change: SessionWrite
+        self,
+        store_id: str,
+        current: StoredSession | None,
+        record: StoredSession | None,
+        change: SessionWrite,
     ) -> WriteOutcome:
+        records = self._records
         if record is None:
             self._drop(store_id)
             return WriteOutcome(False, change.now, None)
-        self._put(store_id, record)
+        if current is not None:
+            del records[store_id]  # re-inserted last: the most recently written
+        records[store_id] = record
+        self._index(store_id, current.owner if current is not None else None, record.owner)
+        if len(records) > self.max_entries:
+            while len(records) > self.max_entries:
+                self._drop(next(iter(records)))
         return WriteOutcome(True, record.expires_at, record.expiry)
 
     async def remove(self, store_id: str) -> None:
@@ -129,6 +143,25 @@ class MemoryStore(Store):
         for store_id in expired:
             self._drop(store_id)
         return len(expired)
+
+    async def stats(self) -> StoreStats:
+        """Counts, and the approximate bytes of the Python objects holding the records."""
+        self._require_open()
+        now = self.clock()
+        live = expired = 0
+        owners: set[str] = set()
+        size = sys.getsizeof(self._records) + sys.getsizeof(self._by_owner)
+        for store_id, record in self._records.items():
+            if record.expires_at > now:
+                live += 1
+                if record.owner is not None:
+                    owners.add(record.owner)
+            else:
+                expired += 1
+            size += sys.getsizeof(store_id) + _record_size(record)
+        for owner, owned in self._by_owner.items():
+            size += sys.getsizeof(owner) + sys.getsizeof(owned)
+        return StoreStats(live, expired, len(owners), size, "memory")
 
     def _owned_live(self, owner: str) -> list[tuple[str, StoredSession]]:
         self._require_open()
@@ -161,3 +194,14 @@ class MemoryStore(Store):
             self._drop(store_id)
             ended += 1
         return ended
+
+
+def _record_size(record: StoredSession) -> int:
+    """Bytes of one record's objects (its times are small floats, counted in the record)."""
+    size = sys.getsizeof(record) + sys.getsizeof(record.data)
+    for key, value in record.data.items():
+        size += sys.getsizeof(key) + sys.getsizeof(value)
+    for text in (record.expiry, record.owner):
+        if text is not None:
+            size += sys.getsizeof(text)
+    return size

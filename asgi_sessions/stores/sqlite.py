@@ -16,7 +16,7 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +30,7 @@ from .base import (
     SessionWrite,
     Store,
     StoredSession,
+    StoreStats,
     WriteOutcome,
     public_id_for,
 )
@@ -169,8 +170,8 @@ class SQLiteStore(Store):
             elif version != SCHEMA_VERSION:
                 raise SessionStoreError(
                     f"SQLite session store {self.path!r} has schema version {version}, but "
-                    f"this version of asgi-sessions uses {SCHEMA_VERSION}. Upgrade "
-                    "asgi-sessions, or point the store at a new file."
+                    f"this version of asgi-server-sessions uses {SCHEMA_VERSION}. Upgrade "
+                    "asgi-server-sessions, or point the store at a new file."
                 )
 
     async def _call(
@@ -299,6 +300,12 @@ class SQLiteStore(Store):
         await self._run("delete a session", remove)
 
     async def purge_expired(self) -> int:
+        removed = 0
+        async for count in self.purge_expired_batches():
+            removed += count
+        return removed
+
+    async def purge_expired_batches(self) -> AsyncGenerator[int, None]:
         now = self.clock()
         limit = self.purge_batch
 
@@ -314,12 +321,37 @@ class SQLiteStore(Store):
                 conn.executemany(_DROP_SESSION, ids)
             return len(ids)
 
-        removed = 0
         while True:
             count = await self._run("delete expired sessions", purge_batch)
-            removed += count
+            yield count
             if count < limit:
-                return removed
+                return
+
+    async def stats(self) -> StoreStats:
+        """Counts from the expiry and owner indexes; the size of the database files."""
+        now = self.clock()
+
+        def count(conn: sqlite3.Connection) -> StoreStats:
+            live, expired = conn.execute(
+                "SELECT COUNT(*) FILTER (WHERE expires_at > ?), "
+                "COUNT(*) FILTER (WHERE expires_at <= ?) FROM sessions",
+                (now, now),
+            ).fetchone()
+            (owners,) = conn.execute(
+                "SELECT COUNT(DISTINCT owner) FROM sessions "
+                "WHERE owner IS NOT NULL AND expires_at > ?",
+                (now,),
+            ).fetchone()
+            if self.path == ":memory:":
+                (pages,) = conn.execute("PRAGMA page_count").fetchone()
+                (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+                return StoreStats(live, expired, owners, pages * page_size, "memory")
+            # The -wal file holds commits not yet copied into the main file.
+            files = (self.path, self.path + "-wal", self.path + "-shm")
+            size = sum(os.path.getsize(name) for name in files if os.path.exists(name))
+            return StoreStats(live, expired, owners, size, "disk")
+
+        return await self._run("count sessions", count)
 
     # -- owner index ----------------------------------------------------------------
 

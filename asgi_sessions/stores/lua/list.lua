@@ -1,7 +1,8 @@
 -- List an owner's live sessions, pruning the index as it goes.
--- KEYS[1]: the owner's sorted set. ARGV: prefix, owner, now. Returns store id, created,
--- updated, expires for each live session, and drops members whose hash vanished (Redis
--- expired it natively), expired by our clock, or now belongs to someone else.
+-- KEYS[1]: the owner's sorted set. ARGV: key prefix, owner, now. Returns member (the
+-- hash's name after the prefix), created, updated, expires for each live session, and
+-- drops members whose hash vanished (Redis expired it natively), expired by our clock,
+-- or now belongs to someone else.
 local okey, prefix, owner, now = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
 local out = {}
 for _, sid in ipairs(redis.call('ZRANGE', okey, 0, -1)) do

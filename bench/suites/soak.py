@@ -1,15 +1,9 @@
-"""A bounded soak run against a real uvicorn server (security.md 4.3).
-
-    .venv/bin/python -m bench.soak --store sqlite --minutes 2
-    .venv/bin/python -m bench.soak --store redis --minutes 10 --concurrency 50
-
-Starts uvicorn (a subprocess on 127.0.0.1, a free port) serving a small app whose
-sessions live in SQLite or Redis, and drives it with a mix of anonymous, reading,
-writing, logging-in (``cycle_key``) and logging-out (``flush``) clients. Every 30 s it
-prints requests/s, the server's RSS, the SQLite WAL size or the Redis DBSIZE, the
-expired-row count (SQLite) and the error count. Sessions live ``--max-age`` seconds
-(60 by default) and the server clears expired SQLite rows every ``--purge-every`` seconds,
-so the figures should level off.
+"""A bounded soak against a real uvicorn (security.md 4.3): a mix of anonymous, reading,
+writing, logging-in (``cycle_key``), logging-out (``flush``) and abandoning clients on
+SQLite and Redis. Every ``--every`` seconds: requests/s, the server's RSS, the SQLite WAL
+size and expired rows or the Redis DBSIZE and keys without a TTL, and errors. Sessions live
+``--max-age`` seconds and the server purges expired SQLite rows every ``--purge-every``
+seconds, so the figures should level off.
 """
 
 from __future__ import annotations
@@ -19,22 +13,36 @@ import asyncio
 import os
 import random
 import sqlite3
+import ssl
 import sys
-import tempfile
 import time
 from collections import Counter
-from contextlib import ExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.services import redis_server, uvicorn_server
+from ..harness import Context, Section, log
+from ..services import REDIS, Unavailable, uvicorn_server
 
+TITLE = "Soak through uvicorn"
+# Plain http:// only; one context for every client, since httpx would otherwise build (and
+# load CA certificates into) a new one per client: ~50 ms of CPU each, hundreds of times.
+PLAIN_HTTP = ssl.create_default_context()
 SECRET = "soak-secret-key-that-is-long-enough-0000"
 
 
-# -- the served app (uvicorn --factory bench.soak:make_app) -------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stores", default="sqlite,redis", help="comma-separated")
+    parser.add_argument("--minutes", type=float, help="per store (10; quick 0.1)")
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--max-age", type=int, default=60)
+    parser.add_argument("--purge-every", type=float, default=15.0)
+    parser.add_argument("--every", type=float, help="seconds between reports (30; quick 3)")
+
+
+# -- the served app (uvicorn --factory bench.suites.soak:make_app) -------------------------------
 
 
 def make_app() -> Any:
@@ -125,7 +133,7 @@ class Stats:
 
 async def client_loop(base: str, stats: Stats, stop: float) -> None:
     """One user: logs in, reads and writes, logs out, abandons sessions, or stays anonymous."""
-    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=base, timeout=10, verify=PLAIN_HTTP) as client:
         while time.monotonic() < stop:
             roll = random.random()
             try:
@@ -178,6 +186,13 @@ def _redis_dbsize(url: str) -> int:
         return int(client.dbsize())
 
 
+def _flush(url: str) -> None:
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+
+
 def _redis_immortal(url: str) -> int:
     """Keys with no TTL: the ones native expiry will never reclaim."""
     import redis
@@ -187,66 +202,87 @@ def _redis_immortal(url: str) -> int:
 
 
 async def report_loop(
-    args: argparse.Namespace, server_pid: int, stats: Stats, stop: float, where: Any
-) -> None:
+    store: str, every: float, server_pid: int, stats: Stats, stop: float, where: Any
+) -> list[str]:
     started = last_time = time.monotonic()
-    last_requests = 0
+    last_requests, lines = 0, []
     while True:
-        await asyncio.sleep(min(args.every, max(0.0, stop - time.monotonic())))
+        await asyncio.sleep(min(every, max(0.0, stop - time.monotonic())))
         now = time.monotonic()
         rate = (stats.requests - last_requests) / (now - last_time)
         last_time, last_requests = now, stats.requests
-        rss = _rss_kib(server_pid) / 1024
-        line = f"t={now - started:6.0f}s  req/s={rate:7.1f}  rss={rss:6.1f} MiB"
-        if args.store == "sqlite":
+        cells = [
+            store,
+            f"{now - started:.0f}",
+            f"{rate:,.0f}",
+            f"{_rss_kib(server_pid) / 1024:.1f}",
+        ]
+        if store == "sqlite":
             wal, total, expired = await asyncio.to_thread(_sqlite_figures, where)
-            line += f"  wal={wal / 1024:8.1f} KiB  rows={total:6d}  expired_rows={expired:5d}"
+            cells += [f"WAL {wal / 1024:,.0f} KiB", f"{total:,} rows, {expired:,} expired"]
         else:
             size = await asyncio.to_thread(_redis_dbsize, where)
             immortal = await asyncio.to_thread(_redis_immortal, where)
-            line += f"  dbsize={size:6d}  keys_without_ttl={immortal:5d}"
-        line += f"  errors={stats.errors}  requests={stats.requests}"
-        print(line, flush=True)
+            cells += [f"DBSIZE {size:,}", f"{immortal} keys without TTL"]
+        cells += [str(stats.errors), f"{stats.requests:,}"]
+        lines.append("| " + " | ".join(cells) + " |")
+        log("  " + lines[-1])
         if now >= stop:
-            return
+            return lines
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--store", choices=["sqlite", "redis"], default="sqlite")
-    parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--max-age", type=int, default=60)
-    parser.add_argument("--purge-every", type=float, default=15.0)
-    parser.add_argument("--every", type=float, default=30.0, help="seconds between reports")
-    args = parser.parse_args()
-
-    with tempfile.TemporaryDirectory() as tmp, ExitStack() as services:
-        if args.store == "sqlite":
-            where: Any = Path(tmp) / "soak.sqlite3"
-            url = f"sqlite:///{where}"  # an absolute path gives four slashes
-        else:
-            url = services.enter_context(redis_server())
-            where = url
-        env = {
-            "SOAK_STORE_URL": url,
-            "SOAK_MAX_AGE": str(args.max_age),
-            "SOAK_PURGE_EVERY": str(args.purge_every),
-        }
-        base, server_pid = services.enter_context(uvicorn_server("bench.soak:make_app", env))
-        print(
-            f"soak: store={args.store} ({url}) minutes={args.minutes} "
-            f"concurrency={args.concurrency} max_age={args.max_age}s server pid={server_pid}",
-            flush=True,
-        )
-        stats = Stats()
-        stop = time.monotonic() + args.minutes * 60
-        await asyncio.gather(
-            report_loop(args, server_pid, stats, stop, where),
+async def soak(
+    store: str, url: str, where: Any, args: argparse.Namespace
+) -> tuple[list[str], Stats]:
+    minutes = args.minutes or 0.1
+    env = {
+        "SOAK_STORE_URL": url,
+        "SOAK_MAX_AGE": str(args.max_age),
+        "SOAK_PURGE_EVERY": str(args.purge_every),
+    }
+    stats = Stats()
+    with uvicorn_server("bench.suites.soak:make_app", env) as (base, server_pid):
+        stop = time.monotonic() + minutes * 60
+        lines, *_ = await asyncio.gather(
+            report_loop(store, args.every, server_pid, stats, stop, where),
             *(client_loop(base, stats, stop) for _ in range(args.concurrency)),
         )
-        print(f"statuses: {dict(sorted(stats.statuses.items()))}", flush=True)
+    return lines, stats
 
 
-if __name__ == "__main__":
-    asyncio.run(main())
+def run(ctx: Context, args: argparse.Namespace) -> Section:
+    args.minutes = args.minutes or (0.1 if ctx.quick else 10.0)
+    args.every = args.every or (3.0 if ctx.quick else 30.0)
+    lines = [
+        f"{args.minutes:g} minutes per store, {args.concurrency} clients, sessions live "
+        f"{args.max_age} s, SQLite purged every {args.purge_every:g} s.",
+        "",
+        "| store | t s | req/s | server RSS MiB | storage | records | errors | requests |",
+        "|---|---:|---:|---:|---|---|---:|---:|",
+    ]
+    statuses = {}
+    for store in args.stores.split(","):
+        try:
+            # Its own database, emptied first, so DBSIZE counts this soak's keys alone.
+            url = where = (
+                ctx.services.url(REDIS).rsplit("/", 1)[0] + "/13" if store == "redis" else ""
+            )
+        except Unavailable as exc:
+            lines.append(f"| {store} | skipped: {exc} | | | | | | |")
+            continue
+        if store == "redis":
+            url = where = url.rsplit("/", 1)[0] + "/13"
+            _flush(url)
+        else:
+            where = ctx.tmpdir / "soak.sqlite3"
+            url = f"sqlite:///{where}"  # an absolute path gives four slashes
+        rows, stats = asyncio.run(soak(store, url, where, args))
+        lines += rows
+        statuses[store] = dict(sorted(stats.statuses.items()))
+    lines += [
+        "",
+        "Statuses: " + "; ".join(f"{k}: {v}" for k, v in statuses.items()),
+        "(400: a logout won over a concurrent write of the same user, by design.)",
+        "Goal: no 5xx or transport errors; RSS, WAL and records level off.",
+    ]
+    return Section(TITLE, lines, {"statuses": statuses})

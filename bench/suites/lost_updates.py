@@ -1,22 +1,15 @@
-"""Lost updates and resurrections under concurrent requests on one session (security.md 2.13).
-
-    .venv/bin/python -m bench.lost_updates                 # 1,000 trials per store and size
-    .venv/bin/python -m bench.lost_updates --trials 100 --stores memory sqlite
-
-Each trial creates a session, then sends N concurrent requests that each load it, meet at
-an ``asyncio.Barrier`` and set a different key; a lost key is one missing afterwards.
-A resurrection trial races a logout (``flush()``) with a write that loaded first; the
-session must stay deleted. Redis: ``REDIS_URL``, or a private ``redis-server`` is started.
+"""Lost updates and resurrections under concurrent requests on one session (security.md
+2.13). Each trial creates a session, then N concurrent requests load it, meet at an
+``asyncio.Barrier`` and each set a different key; a lost key is one missing afterwards. A
+resurrection trial races a logout (``flush()``) with a write that loaded first; the session
+must stay deleted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
-from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,10 +19,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from asgi_sessions import MemoryStore, SessionMiddleware, Store
-from bench.services import redis_server
+from asgi_sessions import SessionMiddleware, Store
 
-SECRET = "bench-secret-key-that-is-long-enough-000"
+from ..apps import SECRET
+from ..harness import Context, Section
+from ..services import REDIS, Unavailable
+
+TITLE = "Lost updates and resurrections under concurrent requests"
+STORES = ("memory", "sqlite", "redis")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trials", type=int, help="trials per store and size (1000; quick 20)")
+    parser.add_argument("--stores", default=",".join(STORES), help="comma-separated")
 
 
 class Bench:
@@ -126,38 +128,37 @@ async def run_store(kind: str, store: Store, trials: int) -> dict[str, Any]:
     return result
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--trials", type=int, default=1000)
-    parser.add_argument(
-        "--stores",
-        nargs="+",
-        default=["memory", "sqlite", "redis"],
-        choices=["memory", "sqlite", "redis"],
-    )
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, ExitStack() as services:
-        for kind in args.stores:
-            if kind == "memory":
-                store: Store = MemoryStore()
-            elif kind == "sqlite":
-                from asgi_sessions.stores.sqlite import SQLiteStore
+def make_store(kind: str, ctx: Context) -> Store:
+    from asgi_sessions import store_from_url
 
-                store = SQLiteStore(Path(tmp) / "lost_updates.sqlite3")
-            else:
-                from asgi_sessions.stores.redis import RedisStore
+    if kind == "memory":
+        return store_from_url("memory://")
+    if kind == "sqlite":
+        return store_from_url(f"sqlite:///{ctx.tmpdir / 'lost_updates.sqlite3'}")
+    from asgi_sessions.stores.redis import RedisStore
 
-                # Started here, after the stores listed before it have run.
-                url = services.enter_context(redis_server())
-                store = RedisStore.from_url(url, prefix="bench_lost_updates:")
-            result = await run_store(kind, store, args.trials)
-            print(
-                f"{kind:7} trials={args.trials}  lost keys: 2 writers={result['lost_keys_2']} "
-                f"({result['seconds_2']} s), 10 writers={result['lost_keys_10']} "
-                f"({result['seconds_10']} s)  resurrections={result['resurrections']}",
-                flush=True,
-            )
+    return RedisStore.from_url(ctx.services.url(REDIS), prefix="bench_lost_updates:")
 
 
-if __name__ == "__main__":
-    asyncio.run(main())
+def run(ctx: Context, args: argparse.Namespace) -> Section:
+    trials = args.trials or (20 if ctx.quick else 1000)
+    lines = [
+        f"{trials} trials per store and size.",
+        "",
+        "| store | lost keys, 2 writers | lost keys, 10 writers | resurrections | seconds |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    results: dict[str, Any] = {}
+    for kind in args.stores.split(","):
+        try:
+            store = make_store(kind, ctx)
+        except Unavailable as exc:
+            lines.append(f"| {kind} | skipped: {exc} | | | |")
+            continue
+        r = results[kind] = asyncio.run(run_store(kind, store, trials))
+        lines.append(
+            f"| {kind} | {r['lost_keys_2']} | {r['lost_keys_10']} | "
+            f"{r['resurrections']} | {r['seconds_2'] + r['seconds_10']:.1f} |"
+        )
+    lines += ["", "Goal: 0 lost keys and 0 resurrections on every store."]
+    return Section(TITLE, lines, {"trials": trials, "results": results})

@@ -1,0 +1,59 @@
+-- The statements PostgresStore runs, one per `-- name:` section (loaded by postgres.py).
+-- Names in braces are the store's tables and functions (see postgres_schema.sql). Each
+-- statement is one round trip.
+
+-- name: load
+SELECT s.created_at, s.updated_at, s.expires_at, s.expiry, s.owner, d.key, d.value
+FROM {sessions} AS s LEFT JOIN {data} AS d ON d.sid = s.pk
+WHERE s.id = $1 AND s.expires_at > $2
+
+-- name: write
+SELECT * FROM {write}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+
+-- name: remove
+DELETE FROM {sessions} WHERE id = $1
+
+-- name: purge
+-- One batch of the purge: lock up to $4 expired sessions past the cursor ($2, $3 = the
+-- last (purge_after, pk) deleted), skipping rows a save holds, and delete their data rows
+-- and them. The cursor means no batch rescans what an earlier one passed over (sessions
+-- still alive in the current hour's bucket). Returns how many, the new cursor, and the
+-- seconds the statement has run so far: the time its locks have been held, measured by
+-- the server (the client's view adds network and scheduling delays).
+WITH doomed AS (
+    SELECT pk, purge_after FROM {sessions}
+    WHERE purge_after <= $1 AND expires_at <= $1 AND (purge_after, pk) > ($2, $3)
+    ORDER BY purge_after, pk
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+), gone_data AS (
+    DELETE FROM {data} AS d USING doomed WHERE d.sid = doomed.pk
+), gone AS (
+    DELETE FROM {sessions} AS s USING doomed WHERE s.pk = doomed.pk
+    RETURNING doomed.purge_after, doomed.pk
+), last AS (
+    SELECT purge_after, pk FROM gone ORDER BY purge_after DESC, pk DESC LIMIT 1
+)
+SELECT (SELECT count(*) FROM gone), last.purge_after, last.pk,
+       extract(epoch FROM clock_timestamp() - statement_timestamp())::float8
+FROM (SELECT 1) AS one LEFT JOIN last ON true
+
+-- name: list
+SELECT encode(id, 'hex'), created_at, updated_at, expires_at FROM {sessions}
+WHERE owner = $1 AND expires_at > $2 ORDER BY created_at, pk
+
+-- name: revoke
+DELETE FROM {sessions}
+WHERE owner = $1 AND expires_at > $2 AND {public_id}(id) = $3
+
+-- name: revoke_all
+DELETE FROM {sessions}
+WHERE owner = $1 AND expires_at > $2 AND ($3::text IS NULL OR {public_id}(id) <> $3)
+
+-- name: stats
+-- For operators (python -m asgi_sessions stats URL): scans the sessions table.
+SELECT count(*) FILTER (WHERE expires_at > $1),
+       count(*) FILTER (WHERE expires_at <= $1),
+       count(DISTINCT owner) FILTER (WHERE expires_at > $1),
+       pg_total_relation_size('{sessions}') + pg_total_relation_size('{data}')
+FROM {sessions}

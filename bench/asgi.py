@@ -1,0 +1,100 @@
+"""Calling an ASGI app in-process: a hand-built scope, our own ``receive`` and ``send``.
+
+No HTTP client, no server, no sockets except the ones the app itself opens (to Redis),
+so a figure is the app's own cost per request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+ASGIApp = Callable[..., Awaitable[None]]
+
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
+_CLIENT = ("127.0.0.1", 50000)
+_SERVER = ("127.0.0.1", 8000)
+
+
+@dataclass
+class Reply:
+    status: int = 0
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytes = b""
+
+    def set_cookie(self) -> bytes | None:
+        """The first ``Set-Cookie`` header's ``name=value``, or ``None``."""
+        for name, value in self.headers:
+            if name.lower() == b"set-cookie":
+                return value.split(b";", 1)[0]
+        return None
+
+
+def scope(path: str, headers: list[tuple[bytes, bytes]], **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": _ASGI,
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": list(headers),
+        "client": _CLIENT,
+        "server": _SERVER,
+        "state": {},
+        **extra,
+    }
+
+
+async def receive() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def headers(cookie: bytes | None) -> list[tuple[bytes, bytes]]:
+    """A browser-like header list, with ``cookie`` (``name=value``) if given."""
+    out = [(b"host", b"bench"), (b"user-agent", b"bench/1"), (b"accept", b"*/*")]
+    if cookie:
+        out.append((b"cookie", cookie))
+    return out
+
+
+async def call(app: ASGIApp, path: str, cookie: bytes | None = None, **extra: Any) -> Reply:
+    """One request, the whole reply kept (for seeding and checks, not for timing)."""
+    reply = Reply()
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            reply.status = message["status"]
+            reply.headers = list(message.get("headers", ()))
+        elif message["type"] == "http.response.body":
+            reply.body += message.get("body", b"")
+
+    await app(scope(path, headers(cookie), **extra), receive, send)
+    return reply
+
+
+async def timed(app: ASGIApp, path: str, cookie: bytes | None, n: int) -> list[float]:
+    """``n`` sequential requests; the microseconds each took. Any non-200 fails the run."""
+    request_headers = headers(cookie)
+    bad = 0
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal bad
+        if message["type"] == "http.response.start" and message["status"] != 200:
+            bad += 1
+
+    clock = time.perf_counter_ns
+    out = []
+    for _ in range(n):
+        request = scope(path, request_headers)  # built before the clock starts
+        start = clock()
+        await app(request, receive, send)
+        out.append((clock() - start) / 1000)
+    if bad:
+        raise RuntimeError(f"{bad} of {n} requests to {path} did not answer 200")
+    return out

@@ -1,0 +1,91 @@
+"""A TCP relay that delays what clients send by a set time and counts round trips.
+
+    python -m bench.relay TARGET_HOST TARGET_PORT      # prints "port N", then obeys stdin:
+        delay 1.0     every byte from a client reaches the target 1.0 ms after it arrived
+        turns         prints how many client->server turns it has relayed so far
+
+It runs in its own process with a thread per direction, so its timers do not wait for the
+benchmark's event loop. The delay applies to the client->server direction only, so every
+request/reply round trip costs it once (as ``tc netem delay`` on the client's side does).
+
+A *turn* is a burst of client bytes after a reply (or at the start): one round trip, however
+many commands a pipeline or a script packs into it. Counting turns here measures round trips
+for any TCP protocol without a wrapped client.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+
+
+class Relay:
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.delay = 0.0  # seconds
+        self.turns = 0
+        self._lock = threading.Lock()
+
+    def serve(self, listener: socket.socket) -> None:
+        while True:
+            client, _ = listener.accept()
+            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
+
+    def _pipe(self, client: socket.socket) -> None:
+        server = socket.create_connection(self.target)
+        for sock in (client, server):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        replied = [True]  # whether the last bytes went server->client: the next send is a turn
+
+        def upstream() -> None:
+            # One burst at a time: a request/reply protocol has one in flight, so holding
+            # the next recv back until this burst is sent delays nothing else.
+            try:
+                while data := client.recv(1 << 16):
+                    due = time.perf_counter() + self.delay
+                    if replied[0]:
+                        replied[0] = False
+                        with self._lock:
+                            self.turns += 1
+                    if (wait := due - time.perf_counter()) > 0:
+                        time.sleep(wait)  # clock_nanosleep: microsecond resolution
+                    server.sendall(data)
+                server.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+        thread = threading.Thread(target=upstream, daemon=True)
+        thread.start()
+        try:
+            while data := server.recv(1 << 16):
+                replied[0] = True
+                client.sendall(data)
+            client.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        thread.join()
+        client.close()
+        server.close()
+
+
+def main() -> None:
+    host, port = sys.argv[1], int(sys.argv[2])
+    relay = Relay((host, port))
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    threading.Thread(target=relay.serve, args=(listener,), daemon=True).start()
+    print(f"port {listener.getsockname()[1]}", flush=True)
+    for line in sys.stdin:
+        command, _, argument = line.strip().partition(" ")
+        if command == "delay":
+            relay.delay = float(argument) / 1000
+            print("ok", flush=True)
+        elif command == "turns":
+            print(relay.turns, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Timing and statistics every suite shares: interleaved rounds, spreads, ratios.
+
+Each comparison runs its sides in interleaved rounds (A B C, then C B A, ...) and reports
+medians over rounds, so drift of a shared machine (CPU frequency, noisy neighbours, the
+page cache) hits every side alike. Ratios are taken per round, against the floor measured
+in the same round, then summarised.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from math import nan
+from typing import Any
+
+Round = Callable[[], Awaitable[float]]
+"""One round of one side: runs it and returns that round's figure."""
+
+
+async def interleave(sides: Mapping[str, Round], rounds: int) -> dict[str, list[float]]:
+    """Each side's figure per round, the sides alternating order round by round."""
+    names = list(sides)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for number in range(rounds):
+        for name in names if number % 2 == 0 else reversed(names):
+            samples[name].append(await sides[name]())
+    return samples
+
+
+def per_op(op: Callable[[], Awaitable[Any]], n: int) -> Round:
+    """A round that runs ``op`` ``n`` times and returns the mean seconds per call."""
+
+    async def one_round() -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            await op()
+        return (time.perf_counter() - started) / n
+
+    return one_round
+
+
+def spread(values: Sequence[float]) -> tuple[float, float, float]:
+    """(median, p10, p90) of ``values``."""
+    med = statistics.median(values)
+    if len(values) < 2:
+        return med, med, med
+    deciles = statistics.quantiles(values, n=10, method="inclusive")
+    return med, deciles[0], deciles[-1]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) of ``values``, interpolated."""
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def fmt(values: Sequence[float], scale: float = 1.0, digits: int = 1) -> str:
+    """``median [p10-p90]`` of ``values`` times ``scale``."""
+    med, p10, p90 = (v * scale for v in spread(values))
+    return f"{med:,.{digits}f} [{p10:,.{digits}f}-{p90:,.{digits}f}]"
+
+
+@dataclass(frozen=True)
+class Goal:
+    """At most ``limit`` times the floor (with ``peer``: ``limit`` times the peer's ratio)."""
+
+    limit: float
+    peer: str | None = None
+
+    def text(self, sign: str) -> str:
+        return f"{sign} {self.limit:.2f}x" + (f" `{self.peer}`" if self.peer else "")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One comparison: ``config`` (ours) against ``floor`` on ``endpoint``, peers beside it."""
+
+    label: str
+    endpoint: str
+    floor: str
+    config: str
+    goals: tuple[Goal, ...] = ()
+    peers: tuple[str, ...] = ()
+
+
+def _ratios(samples: Mapping[str, Mapping[str, list[float]]], case: Case, name: str) -> list[float]:
+    mine = samples.get(name, {}).get(case.endpoint)
+    floor = samples.get(case.floor, {}).get(case.endpoint)
+    if not mine or not floor:
+        return []
+    return [a / b for a, b in zip(mine, floor, strict=False)]
+
+
+def ratio_rows(
+    samples: Mapping[str, Mapping[str, list[float]]],
+    cases: Sequence[Case],
+    *,
+    higher_is_better: bool = False,
+) -> list[dict[str, Any]]:
+    """One row per case and side that ran: the median per-round ratio, p10-p90, verdict."""
+    rows = []
+    for case in cases:
+        per_round = {name: _ratios(samples, case, name) for name in (case.config, *case.peers)}
+        medians = {name: spread(r)[0] for name, r in per_round.items() if r}
+        for name, ratios in per_round.items():
+            if not ratios:
+                continue
+            med, p10, p90 = spread(ratios)
+            verdict, goal_text, limits = "info", "-", []
+            if name == case.config and case.goals:
+                for goal in case.goals:
+                    limits.append(goal.limit * (medians.get(goal.peer, nan) if goal.peer else 1))
+                met = [med >= limit if higher_is_better else med <= limit for limit in limits]
+                verdict = "PASS" if all(met) else "MISS"
+                sign = "≥" if higher_is_better else "≤"
+                goal_text = " and ".join(goal.text(sign) for goal in case.goals)
+            rows.append(
+                {
+                    "case": case.label,
+                    "endpoint": case.endpoint,
+                    "config": name,
+                    "floor": case.floor,
+                    "ours": name == case.config,
+                    "ratio": med,
+                    "p10": p10,
+                    "p90": p90,
+                    "goal": goal_text,
+                    "limit": (max if higher_is_better else min)(limits) if limits else None,
+                    "verdict": verdict,
+                }
+            )
+    return rows

@@ -1,0 +1,37 @@
+"""The suites, by the name ``python -m bench NAME`` takes, and what a full run runs.
+
+Modules are imported only when their suite runs (``profile`` needs pyinstrument, the
+chart matplotlib).
+"""
+
+from __future__ import annotations
+
+SUITES = {
+    "inprocess": "bench.suites.inprocess",
+    "http": "bench.suites.http",
+    "latency": "bench.suites.latency",
+    "redis": "bench.suites.redis",
+    "cluster": "bench.suites.cluster",
+    "sqlite": "bench.suites.sqlite",
+    "cookie": "bench.suites.cookie",
+    "owners": "bench.suites.owners",
+    "lost-updates": "bench.suites.lost_updates",
+    "many-clients": "bench.suites.many_clients",
+    "soak": "bench.suites.soak",
+    "profile": "bench.suites.profile",
+}
+
+# A full run (``make bench``, ``python -m bench``): each suite with these arguments.
+FULL: list[list[str]] = [
+    ["inprocess"],
+    ["http"],
+    ["latency"],
+    ["redis"],
+    ["cluster"],
+    ["sqlite"],
+    ["cookie"],
+    ["owners"],
+    ["lost-updates"],
+    ["many-clients"],
+    ["soak", "--minutes", "1", "--every", "15"],
+]

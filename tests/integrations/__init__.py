@@ -1,0 +1,1 @@
+"""Real flows of the libraries people use with sessions, through our middleware."""

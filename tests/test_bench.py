@@ -1,0 +1,111 @@
+"""The benchmark harness runs end to end, so it cannot rot between full runs.
+
+A quick run on memory only (no server): the in-process suite (with the chart), the cookie
+suite and the lost-updates suite, through ``python -m bench``'s own entry point. Figures
+are not checked: performance is measured in benchmarks, never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.__main__ import main
+
+MEMORY_ONLY = "bare,starlette,starsessions-memory,ours-memory,ours-cookie"
+
+
+@pytest.mark.parametrize(
+    "suite",
+    [
+        ["inprocess", "--only", MEMORY_ONLY, "--rounds", "2", "--per-round", "5"],
+        ["cookie", "--rounds", "2", "--requests", "5"],
+        ["lost-updates", "--stores", "memory", "--trials", "3"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_a_quick_memory_only_run_writes_its_results(
+    suite: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--quick", "--services", "none", "--out", str(tmp_path), *suite]) == 0
+    name = suite[0]
+    report = json.loads((tmp_path / f"{name}.json").read_text())
+    assert report["command"].startswith("python -m bench --quick")
+    assert "Skipped" not in (tmp_path / f"{name}.md").read_text()
+    assert f"`{report['command']}`" in capsys.readouterr().out
+
+
+def test_the_in_process_run_draws_the_ratio_chart(tmp_path: Path) -> None:
+    main(
+        [
+            "--quick",
+            "--services",
+            "none",
+            "--out",
+            str(tmp_path),
+            "inprocess",
+            "--only",
+            MEMORY_ONLY,
+            "--rounds",
+            "2",
+            "--per-round",
+            "5",
+        ]
+    )
+    chart = tmp_path / "ratios.png"
+    assert chart.read_bytes().startswith(b"\x89PNG")
+    rows = json.loads((tmp_path / "inprocess.json").read_text())["ratios"]
+    assert {row["config"] for row in rows} >= {"ours-memory", "starsessions-memory", "starlette"}
+
+
+def test_a_suite_that_needs_a_server_says_why_it_skipped(tmp_path: Path) -> None:
+    assert main(["--quick", "--services", "none", "--out", str(tmp_path), "redis"]) == 0
+    assert "Skipped: services are off" in (tmp_path / "redis.md").read_text()
+
+
+def test_a_full_run_replaces_the_readme_table_between_its_markers(tmp_path: Path) -> None:
+    from bench.harness import include_in_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- bench:start -->\nold\n<!-- bench:end -->\n\n## FAQ\n")
+    include_in_readme("run line\n\n#### Ratios\n\n| a |\n", readme)
+    assert readme.read_text() == (
+        "# x\n\n<!-- bench:start -->\nrun line\n\n#### Ratios\n\n| a |\n"
+        "<!-- bench:end -->\n\n## FAQ\n"
+    )
+    readme.write_text("no markers")
+    with pytest.raises(SystemExit, match="no <!-- bench:start -->"):
+        include_in_readme("body", readme)
+
+
+def test_the_delay_relay_delays_each_round_trip_and_counts_one_turn_per_request() -> None:
+    import socket
+    import threading
+    import time
+
+    from bench.netpath import RelayProcess
+
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def echo() -> None:
+        conn, _ = server.accept()
+        with conn:
+            while data := conn.recv(64):
+                conn.sendall(data)
+
+    threading.Thread(target=echo, daemon=True).start()
+    relay = RelayProcess("127.0.0.1", server.getsockname()[1])
+    try:
+        relay.set_delay(20)
+        with socket.create_connection(("127.0.0.1", relay.port)) as client:
+            for _ in range(3):
+                started = time.perf_counter()
+                client.sendall(b"ping")
+                assert client.recv(64) == b"ping"
+                assert time.perf_counter() - started >= 0.02
+        assert relay.turns() == 3
+    finally:
+        relay.close()
+        server.close()
