@@ -21,10 +21,10 @@ from asgi_sessions.stores.base import hash_key
 from tests.model.reference import Model
 
 
-def _alive_ids(model: Model) -> dict[str, Any]:
+def _alive_ids(model: Model, id_of: Callable[[str], str]) -> dict[str, Any]:
     """Store id -> record, for every record the model holds alive."""
     return {
-        hash_key(record.key): record
+        id_of(record.key): record
         for record in model.records.values()
         if record.key is not None and record.alive(model.now)
     }
@@ -39,11 +39,11 @@ def _same_setting(stored: str | None, expected: str | None) -> bool:
 Live = dict[str, tuple[str | None, str | None, float]]
 
 
-def _compare(model: Model, live: Live) -> list[str]:
+def _compare(model: Model, live: Live, id_of: Callable[[str], str] = hash_key) -> list[str]:
     """``live``: store id -> (owner, expiry setting, updated_at) of every record the store
-    holds alive."""
+    holds alive; ``id_of`` maps a session key to its store id."""
     problems = []
-    expected = _alive_ids(model)
+    expected = _alive_ids(model, id_of)
     for store_id in live.keys() - expected.keys():
         problems.append(f"the store holds a live record the model does not ({store_id[:12]}…)")
     for store_id in expected.keys() - live.keys():
@@ -137,21 +137,30 @@ async def _sqlite_audit(store: Any, model: Model) -> list[str]:
     return problems + _compare(model, live)
 
 
-# -- RedisStore ------------------------------------------------------------------------
+# -- RedisStore (one server, Sentinel, Cluster) ----------------------------------------
+#
+# Names come from the store's own layout (redis_layout.py): a cluster's carry slot tags,
+# and "other" keys (the cluster's slot key) are not sessions. A record sealed by a move
+# across slots (m:m) is dead for everyone and expires within a minute: skipped.
 
 
-async def _redis_keys(store: Any) -> list[str]:
-    keys = [key async for key in store.client.scan_iter(match=store.prefix + "*", count=1000)]
-    return [key.decode() if isinstance(key, bytes) else key for key in keys]
+async def _redis_names(store: Any) -> dict[str, list[str]]:
+    """The store's keys by kind ("session", "index", "other")."""
+    kinds: dict[str, list[str]] = {"session": [], "index": [], "other": []}
+    async for name in store.client.scan_iter(match=store.prefix + "*", count=1000):
+        text = name.decode() if isinstance(name, bytes) else name
+        kinds[store.layout.kind(text)].append(text)
+    return kinds
 
 
 async def _redis_wipe(store: Any) -> None:
-    keys = await _redis_keys(store)
-    if keys:
+    names = await _redis_names(store)
+    doomed = names["session"] + names["index"]  # the slot key stays: processes cache it
+    if doomed:
         # One command per key, pipelined: a cluster client routes each to its node.
         async with store.client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.delete(key)
+            for name in doomed:
+                pipe.delete(name)
             await pipe.execute()
 
 
@@ -159,38 +168,75 @@ async def _redis_audit(store: Any, model: Model) -> list[str]:
     problems = []
     now = store.clock()
     client, prefix = store.client, store.prefix
-    owner_prefix = prefix + "owner:"
-    keys = [key for key in await _redis_keys(store) if not key.startswith(owner_prefix)]
+    names = await _redis_names(store)
+    sessions, indexes = names["session"], names["index"]
     async with client.pipeline(transaction=False) as pipe:
-        for key in keys:
-            pipe.hgetall(key)
-            pipe.pexpiretime(key)
-        for owner in model.owner_names:
-            pipe.zrange(owner_prefix + owner, 0, -1)
+        for name in sessions:
+            pipe.hgetall(name)
+            pipe.pexpiretime(name)
+        for name in indexes:
+            pipe.zrange(name, 0, -1)
         replies = await pipe.execute()
     live: Live = {}
     hashes: dict[str, dict[str, str]] = {}
-    for index, key in enumerate(keys):
+    for index, name in enumerate(sessions):
         fields, expire_ms = replies[2 * index], replies[2 * index + 1]
-        store_id = key[len(prefix) :]
+        store_id = name[len(prefix) :]
         hashes[store_id] = fields
-        missing = [name for name in ("m:e", "m:c", "m:u") if name not in fields]
+        if "m:m" in fields:
+            continue  # sealed by a move to another slot
+        missing = [field for field in ("m:e", "m:c", "m:u") if field not in fields]
         if missing:
             problems.append(f"partial session {store_id[:12]}…: {sorted(fields)} lacks {missing}")
             continue
-        if not any(name.startswith("d:") for name in fields):
+        if not any(field.startswith("d:") for field in fields):
             problems.append(f"session {store_id[:12]}… kept without data")
         expires = float(fields["m:e"])
         if expire_ms != round(expires * 1000):
             problems.append(f"{store_id[:12]}… expires at {expire_ms} ms, m:e says {expires}")
         if expires > now:
             live[store_id] = (fields.get("m:o"), fields.get("m:x"), float(fields["m:u"]))
-    # The listing (run just before) prunes what Redis expired; what is left must be live.
-    for owner, members in zip(model.owner_names, replies[2 * len(keys) :], strict=True):
+    # The listings (run just before) prune what Redis expired; what is left must be live.
+    for name, members in zip(indexes, replies[2 * len(sessions) :], strict=True):
+        owner = name.rpartition("owner:")[2]
         for member in members:
             fields = hashes.get(member, {})
-            if fields.get("m:o") != owner or float(fields.get("m:e", 0)) <= now:
+            alive = float(fields.get("m:e", 0)) > now and "m:m" not in fields
+            if fields.get("m:o") != owner or not alive:
                 problems.append(f"{owner}'s index entry {member[:12]}… outlives its session")
+    return problems + _compare(model, live, store.layout.member)
+
+
+# -- PostgresStore ---------------------------------------------------------------------
+
+
+async def _postgres_rows(store: Any, query: str) -> list[Any]:
+    pool = await store._get_pool()
+    async with pool.acquire() as conn:
+        rows: list[Any] = await conn.fetch(store._sql.render(query))
+    return rows
+
+
+async def _postgres_wipe(store: Any) -> None:
+    await _postgres_rows(store, "DELETE FROM {sessions}")  # its data rows cascade
+
+
+async def _postgres_audit(store: Any, model: Model) -> list[str]:
+    problems = []
+    now = store.clock()
+    sessions = await _postgres_rows(
+        store,
+        "SELECT encode(s.id, 'hex') AS id, s.expires_at, s.expiry, s.owner, s.updated_at, "
+        "EXISTS (SELECT 1 FROM {data} AS d WHERE d.sid = s.pk) AS has_data "
+        "FROM {sessions} AS s",
+    )
+    live: Live = {}
+    for row in sessions:
+        if row["expires_at"] > now:
+            if not row["has_data"]:
+                problems.append(f"live session row without data ({row['id'][:12]}…)")
+            live[row["id"]] = (row["owner"], row["expiry"], row["updated_at"])
+    # Data rows cannot outlive their session row: a foreign key cascades the delete.
     return problems + _compare(model, live)
 
 
@@ -203,6 +249,7 @@ _BY_CLASS: dict[str, tuple[Wipe, Audit]] = {
     "MemoryStore": (_memory_wipe, _memory_audit),
     "SQLiteStore": (_sqlite_wipe, _sqlite_audit),
     "RedisStore": (_redis_wipe, _redis_audit),
+    "PostgresStore": (_postgres_wipe, _postgres_audit),
 }
 
 

@@ -136,6 +136,8 @@ class Harness:
             cookie_store=self.cookie_store,
             now=clock.now,
             public_id=public_id,
+            # Redis Cluster keys carry their owner's slot (asgi_sessions/stores/redis_layout.py).
+            owner_slots=bool(getattr(getattr(store, "layout", None), "cluster", False)),
         )
         self.jars: list[str | None] = [None] * program.clients
         self.shared_headers = [(b"content-type", b"text/plain")]
@@ -263,7 +265,8 @@ class Harness:
         return NOBODY if key is None else public_id(key)
 
     def _key_of(self, cookie: str) -> str | None:
-        return self.store.decode_cookie(cookie, self.middleware.config.signer)
+        verified = self.store.verify_cookie(cookie, self.middleware.config.signer)
+        return None if verified is None else verified[0]
 
     # -- responses -----------------------------------------------------------------------
 

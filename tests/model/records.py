@@ -36,6 +36,8 @@ class Record:
     key: str | None = None
     """Learned from what the implementation shows (session_key, Set-Cookie)."""
     deleted: bool = False
+    slot_owner: str | None = None
+    """On a store whose keys name their owner's slot: the owner the key was minted for."""
 
     def alive(self, now: float) -> bool:
         # "A record is alive while now < expires_at."

@@ -61,9 +61,16 @@ class Model(Rules):
         cookie_store: bool,
         now: float,
         public_id: Callable[[str], str],
+        owner_slots: bool = False,
     ) -> None:
         super().__init__(
-            options, clients, owner_names, cookie_store=cookie_store, now=now, public_id=public_id
+            options,
+            clients,
+            owner_names,
+            cookie_store=cookie_store,
+            now=now,
+            public_id=public_id,
+            owner_slots=owner_slots,
         )
         self.divergences: list[str] = []
         self._keys: set[str] = set()

@@ -96,9 +96,14 @@ class Rules:
         cookie_store: bool,
         now: float,
         public_id: Callable[[str], str],
+        owner_slots: bool = False,
     ) -> None:
         self.options = options
         self.public_id = public_id
+        self.owner_slots = owner_slots
+        """Keys carry their owner's slot (Redis Cluster, redis_layout.py): a session that
+        gets an owner whose slot its key is not in moves to a new key, whatever
+        rotate_on_owner_change says (and the session has not rotated by itself)."""
         self.owner_names = owner_names
         self.cookie_store = cookie_store
         self.now = now
@@ -248,7 +253,12 @@ class Rules:
             return
         # "owner changed (and rotate_on_owner_change=True) -> the save is a rotation"
         rotate = held.owner_changed and self.options.rotate_on_owner_change and not held.rotated
-        self._merge(req, rotate=rotate)
+        self._merge(req, rotate=rotate, move=self._leaves_slot(held))
+
+    def _leaves_slot(self, held: Held) -> bool:
+        if not (self.owner_slots and held.owner_changed and held.owner is not None):
+            return False
+        return held.rid is not None and held.owner != self.records[held.rid].slot_owner
 
     def _renewal_due(self, held: Held) -> bool:
         # decided: due since the session's last write, also one this request made
@@ -259,14 +269,16 @@ class Rules:
     def _create(self, req: RequestModel) -> None:
         held = req.held
         record = self._new_record(copy.deepcopy(held.local), held.owner, held.expiry, self.now)
+        record.slot_owner = held.owner
         held.rid = record.rid
         self._wrote(req, record)
         self.note(
             f"R{req.number} creates {record.label()} {record.data} owner={record.owner}", "create"
         )
 
-    def _merge(self, req: RequestModel, *, rotate: bool) -> None:
-        """A merge (or, with ``rotate``, a rotation) into the request's record, atomically."""
+    def _merge(self, req: RequestModel, *, rotate: bool, move: bool = False) -> None:
+        """A merge into the request's record, atomically; with ``rotate`` (the session's
+        rotation) or ``move`` (the store's, to the owner's slot) under a new key."""
         held = req.held
         assert held.rid is not None
         record = self.records[held.rid]
@@ -283,7 +295,8 @@ class Rules:
         owner = held.owner if held.owner_changed else record.owner
         expiry = held.expiry if held.expiry_changed else record.expiry
         server = not self.cookie_store
-        if rotate and server:
+        new_key = rotate or move
+        if new_key and server:
             record.deleted = True  # "the old key is dead from that instant"
         if not data:
             # "data empty after the merge -> record deleted, cookie deleted"
@@ -293,9 +306,10 @@ class Rules:
             req.removal = True
             self.note(f"R{req.number} empties {record.label()}: deleted", "emptied")
             return
-        if rotate or self.cookie_store:
+        if new_key or self.cookie_store:
             # A cookie-store write is a new cookie: the old one stays valid as it was.
             target = self._new_record(data, owner, expiry, record.created_at)
+            target.slot_owner = owner if held.owner_changed and owner else record.slot_owner
         else:
             target = record
             target.data, target.owner, target.expiry = data, owner, expiry
@@ -305,8 +319,8 @@ class Rules:
         if rotate:
             held.rotated = True
         self._wrote(req, target)
-        verb = "rotates into" if rotate else "writes"
-        event = "rotate" if rotate else ("merge" if changed else "renewal")
+        verb = "rotates into" if rotate else ("moves into" if move else "writes")
+        event = "rotate" if rotate else ("move" if move else ("merge" if changed else "renewal"))
         self.note(
             f"R{req.number} {verb} {target.label()} {target.data} owner={target.owner}", event
         )
