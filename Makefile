@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test lint fmt typecheck bench bench-quick fuzz wheel-check clean
+.PHONY: help install run test lint fmt typecheck bench bench-quick fuzz check-model wheel-check clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -48,8 +48,13 @@ bench: $(STAMP) ## The full benchmark run (~15 min): bench/RESULTS.md, bench/res
 bench-quick: $(STAMP) ## Every benchmark suite, briefly (a smoke run; commits nothing)
 	$(PY) -m bench --quick
 
-fuzz: $(STAMP) ## Long property-based fuzzing of the cookie (>= 10,000 cases)
+fuzz: $(STAMP) ## Long fuzzing: the cookie (>= 10,000 cases), then make check-model
 	FUZZ_EXAMPLES=10000 $(PY) -m pytest tests/test_fuzz.py -p no:cacheprovider -q
+	$(MAKE) check-model
+
+MODEL_PROGRAMS ?= 100000
+check-model: $(STAMP) ## Long model-checker run: MODEL_PROGRAMS (100,000) concurrent programs per store
+	MODEL_PROGRAMS=$(MODEL_PROGRAMS) $(PY) -m pytest tests/model/test_model.py -p no:cacheprovider -q $(PYTEST_ARGS)
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage* dist

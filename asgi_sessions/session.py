@@ -437,7 +437,9 @@ class Session(DjangoAsyncAPI, TrackedDict):
         self._written = False
         self._dropped = True
         self._created_at = self._updated_at = self._expires_at = None
-        self._owner = None
+        # Its owner and expiry setting too (as Django's flush() clears _session_expiry):
+        # a session created later in the request must not inherit "remember me".
+        self._owner = self._expiry = None
         self._owner_changed = self._expiry_changed = False
 
     async def save(self) -> None:

@@ -1,0 +1,295 @@
+"""What a program is, and the hypothesis strategies that draw one.
+
+A program is: middleware options, a few clients (browsers, each with a cookie jar), and
+rounds. A round waits ``pause`` seconds (the clock moves), then runs its requests
+concurrently; the first rounds log clients in one at a time, the later ones race 2-5
+requests. Each request runs a list of ops on the session, and carries its own
+``delays``: (n, steps) pairs saying that at its n-th gate it lets that many scheduling
+steps pass before it may go on (see scheduler.py). No delays is "one request after the
+other"; shrinking drops delays and requests without disturbing the others' interleaving.
+
+Values come from small pools so that requests collide on the same keys and owners.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from hypothesis import strategies as st
+
+from tests.model.ops import (
+    BAD_VALUES,
+    BadSet,
+    Clear,
+    CycleKey,
+    Del,
+    Flush,
+    Get,
+    ListSessions,
+    Nested,
+    Op,
+    Pop,
+    PopItem,
+    Revoke,
+    RevokeAll,
+    Save,
+    Set,
+    SetDefault,
+    SetExpiry,
+    SetOwner,
+    Snapshot,
+    Tick,
+    Update,
+)
+
+KEYS = ("a", "b", "c")
+OWNER_SLOTS = 2
+LONG_PAUSE = 14 * 24 * 3600 + 1  # past the record lifetime used when max_age=None
+
+# Ticks inside a round stay under every fixed expiry moment a program can set (3600 s
+# ahead), at most one per request, so a write never lands on an instant already past.
+TICKS = (1, 30, 61, 601)
+PAUSES = (0, 31, 61, 601, 3601, LONG_PAUSE)
+
+
+@dataclass(frozen=True)
+class Request:
+    client: int
+    ops: tuple[Op, ...]
+    touch: bool
+    """``False``: the view never awaits the session (only a renewal can load it)."""
+    status: int
+    delays: tuple[tuple[int, int], ...] = ()
+    """(gate number, steps to let pass there); gates count from 1 in the order reached."""
+
+    def delay_at(self, gate: int) -> int:
+        return sum(steps for number, steps in self.delays if number == gate)
+
+
+@dataclass(frozen=True)
+class Round:
+    pause: int
+    requests: tuple[Request, ...]
+
+
+@dataclass(frozen=True)
+class Options:
+    """Middleware options; the model reads the same values."""
+
+    max_age: int | None
+    absolute_timeout: int | None
+    save_every_request: bool
+    renew_interval: int
+    rotate_on_owner_change: bool
+    detect_nested_changes: bool
+
+    # Options the middleware gained with interface v2; older code gets none of them.
+    NEWER = ("renew_interval", "rotate_on_owner_change", "detect_nested_changes")
+
+    def middleware_kwargs(self, accepted: frozenset[str]) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "max_age": self.max_age,
+            "absolute_timeout": self.absolute_timeout,
+            "save_every_request": self.save_every_request,
+        }
+        kwargs.update({name: getattr(self, name) for name in self.NEWER if name in accepted})
+        return kwargs
+
+    def __str__(self) -> str:
+        return ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
+
+
+@dataclass(frozen=True)
+class Program:
+    options: Options
+    clients: int
+    rounds: tuple[Round, ...]
+
+    def describe(self) -> str:
+        lines = [f"options: {self.options}", f"clients: {self.clients}"]
+        number = 0
+        for index, round_ in enumerate(self.rounds, 1):
+            lines.append(f"round {index} (clock += {round_.pause}s first):")
+            for request in round_.requests:
+                number += 1
+                ops = "; ".join(map(str, request.ops)) if request.ops else "(no ops)"
+                if not request.touch:
+                    ops = "(never awaits the session)"
+                status = "" if request.status == 200 else f"  -> answers {request.status}"
+                waits = ", ".join(f"gate {gate}: {steps}" for gate, steps in request.delays)
+                waits = f"  [lets steps pass at {waits}]" if waits else ""
+                lines.append(f"  R{number} client {request.client}: {ops}{status}{waits}")
+        return "\n".join(lines)
+
+
+# -- strategies ----------------------------------------------------------------------
+#
+# Every choice is one bounded integer that indexes a fixed table (hypothesis spends more
+# on nested strategies than on the run itself); index 0 is the simplest choice, so
+# shrinking moves toward it.
+
+VALUES: tuple[Any, ...] = (0, 1, "x", [], [1], {"n": 0})
+EXPIRIES = (
+    *(SetExpiry("int", seconds) for seconds in (30, 300, 7200)),
+    SetExpiry("zero", 0),
+    SetExpiry("none", 0),
+    *(SetExpiry(kind, s) for kind in ("timedelta", "datetime") for s in (3600, 86400)),
+)
+_PAIRS = [(KEYS[i], KEYS[j]) for i in range(len(KEYS)) for j in range(i + 1, len(KEYS))]
+
+
+def _update_items() -> list[tuple[tuple[str, Any], ...]]:
+    singles = [((key, value),) for key in KEYS for value in VALUES]
+    pairs = [((k1, v1), (k2, v2)) for k1, k2 in _PAIRS for v1 in VALUES for v2 in VALUES]
+    return singles + pairs
+
+
+# (weight, ops of that kind): the weights make data ops the most frequent.
+_LOCAL_OPS: list[tuple[int, list[Op]]] = [
+    (4, [Set(key, value) for key in KEYS for value in VALUES]),
+    (2, [Get(key) for key in KEYS]),
+    (2, [Pop(key) for key in KEYS]),
+    (1, [Del(key) for key in KEYS]),
+    (1, [PopItem()]),
+    (1, [SetDefault(key, value) for key in KEYS for value in VALUES]),
+    (1, [Update(items, ior) for ior in (False, True) for items in _update_items()]),
+    (1, [Clear()]),
+    (2, [Nested(key, item, mark) for mark in (False, True) for key in KEYS for item in (0, 1)]),
+    (1, list(EXPIRIES)),
+    (2, [SetOwner(owner) for owner in (*range(OWNER_SLOTS), None)]),
+    (1, [Snapshot(kind) for kind in ("dict", "deepcopy", "pickle", "orjson")]),
+    (1, [BadSet(kind) for kind in BAD_VALUES]),
+    (1, [CycleKey()]),
+    (1, [Flush()]),
+    (1, [Save()]),
+    (2, [Tick(seconds) for seconds in TICKS]),
+]
+_ADMIN_OPS: list[tuple[int, list[Op]]] = [
+    (1, [Revoke(owner, client) for owner in range(OWNER_SLOTS) for client in range(3)]),
+    (1, [RevokeAll(owner, keep) for keep in (False, True) for owner in range(OWNER_SLOTS)]),
+    (1, [ListSessions(owner) for owner in range(OWNER_SLOTS)]),
+]
+
+
+@functools.cache
+def _ints(low: int, high: int) -> st.SearchStrategy[int]:
+    return st.integers(low, high)
+
+
+def _pick(draw: st.DrawFn, choices: tuple[Any, ...] | list[Any]) -> Any:
+    return choices[draw(_ints(0, len(choices) - 1))] if len(choices) > 1 else choices[0]
+
+
+@functools.cache
+def _op_table(server: bool, skip: frozenset[str]) -> tuple[tuple[Op, ...], ...]:
+    """One entry per unit of weight, each the tuple of ops of one kind."""
+    table = _LOCAL_OPS + (_ADMIN_OPS if server else [])
+    return tuple(
+        tuple(ops)
+        for weight, ops in table
+        if type(ops[0]).__name__ not in skip
+        for _ in range(weight)
+    )
+
+
+@st.composite
+def _op(draw: st.DrawFn, table: tuple[tuple[Op, ...], ...]) -> Op:
+    op: Op = _pick(draw, _pick(draw, table))
+    return op
+
+
+@st.composite
+def _request(draw: st.DrawFn, ops_drawn: st.SearchStrategy[list[Op]]) -> Request:
+    """A request of client 0-2 (the program folds it onto its clients)."""
+    client = draw(_ints(0, 2))
+    touch = draw(_ints(0, 3)) != 3  # a quarter never await the session
+    ops: list[Op] = []
+    if touch:
+        ticked = False
+        for op in draw(ops_drawn):
+            if isinstance(op, Tick):
+                if ticked:
+                    continue  # at most one tick per request (see TICKS)
+                ticked = True
+            ops.append(op)
+    status = 500 if draw(_ints(0, 4)) == 4 else 200
+    # A request passes about ten gates (start, load, each op, respond, store calls).
+    delays = [(code // 3 + 1, (1, 2, 4)[code % 3]) for code in draw(_delays)]
+    return Request(client, tuple(ops), touch, status, tuple(delays))
+
+
+_delays = st.lists(_ints(0, 29), max_size=3)
+
+
+def _draw_login(draw: st.DrawFn, client: int) -> Request:
+    """A sequential first request that gives ``client`` a session."""
+    ops: list[Op] = [Set(key, _pick(draw, VALUES)) for key in KEYS[: draw(_ints(1, 3))]]
+    owner = _pick(draw, (None, *range(OWNER_SLOTS)))
+    if owner is not None:
+        ops.append(SetOwner(owner))
+    expiry = _pick(draw, (None, *EXPIRIES))
+    if expiry is not None:
+        ops.append(expiry)
+    return Request(client, tuple(ops), True, 200)
+
+
+# The contract's values for the options of interface v2, for code that lacks them
+# ("renew_interval 0 until the option exists", as issue 13 asks).
+DEFAULTS = {"renew_interval": 0, "rotate_on_owner_change": True, "detect_nested_changes": True}
+_OPTION_CHOICES: dict[str, tuple[Any, ...]] = {
+    "max_age": (3600, 60, None, 600),
+    "absolute_timeout": (None, 900, 120),
+    "save_every_request": (False, True),
+    "renew_interval": (0, 60, 30),
+    "rotate_on_owner_change": (True, False),
+    "detect_nested_changes": (True, False),
+}
+
+
+def option_choices(accepted: frozenset[str], pinned: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
+    """The values each option is drawn from: ``pinned`` ones fixed, and a newer option the
+    middleware does not accept kept at its contract default."""
+    choices = {}
+    for name, values in _OPTION_CHOICES.items():
+        if name in pinned:
+            values = (pinned[name],)
+        elif name in Options.NEWER and name not in accepted:
+            values = (DEFAULTS[name],)
+        choices[name] = values
+    return choices
+
+
+@functools.cache
+def program_strategy(
+    *,
+    server: bool,
+    accepted: frozenset[str],
+    pinned: tuple[tuple[str, Any], ...] = (),
+    skip: frozenset[str] = frozenset(),
+) -> st.SearchStrategy[Program]:
+    """Whole programs. ``server``: the store keeps records (admin ops allowed);
+    ``pinned``: options fixed rather than drawn; ``skip``: op classes left out."""
+    ops = st.lists(_op(_op_table(server, skip)), max_size=4)
+    requests = st.lists(_request(ops), min_size=2, max_size=5)
+    return _program(option_choices(accepted, dict(pinned)), requests)
+
+
+@st.composite
+def _program(
+    draw: st.DrawFn,
+    choices: dict[str, tuple[Any, ...]],
+    requests_drawn: st.SearchStrategy[list[Request]],
+) -> Program:
+    options = Options(**{name: _pick(draw, values) for name, values in choices.items()})
+    clients = draw(_ints(1, 3))
+    rounds: list[Round] = []
+    for client in range(clients):
+        if draw(_ints(0, 3)) != 3:
+            rounds.append(Round(0, (_draw_login(draw, client),)))
+    for _ in range(draw(_ints(1, 2))):
+        pause = _pick(draw, PAUSES)
+        requests = [replace(r, client=r.client % clients) for r in draw(requests_drawn)]
+        rounds.append(Round(pause, tuple(requests)))
+    return Program(options, clients, tuple(rounds))
