@@ -14,11 +14,14 @@ import httpx
 import pytest
 from sqladmin import Admin
 from sqladmin.authentication import AuthenticationBackend
+from sqladmin.flash import flash, get_flashed_messages
 from sqlalchemy import create_engine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware as StarletteSessionMiddleware
 from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from asgi_sessions import MemoryStore, SessionMiddleware, SessionNotLoaded
 from tests.integrations.web import Browser, served
@@ -131,3 +134,48 @@ async def test_without_autoload_the_admin_fails_with_a_message_naming_autoload()
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         with pytest.raises(SessionNotLoaded, match=r"reading 'token'.*autoload=True"):
             await client.get("/admin/")
+
+
+def flash_app(session_middleware: Middleware) -> Starlette:
+    """sqladmin's own ``flash()`` and ``get_flashed_messages()`` (issue 13, defect 12)."""
+
+    async def add(request: Request) -> JSONResponse:
+        flash(request, request.query_params["message"])  # appends to a list in place
+        if "visit" in request.query_params:
+            request.session["last_visit"] = request.query_params["visit"]
+        return JSONResponse({})
+
+    async def show(request: Request) -> JSONResponse:
+        return JSONResponse([m["message"] for m in get_flashed_messages(request)])
+
+    return Starlette(
+        routes=[Route("/flash", add), Route("/messages", show)],
+        middleware=[session_middleware],
+    )
+
+
+async def test_a_second_flash_in_a_request_that_also_sets_a_key_is_kept(
+    session_middleware: Middleware, browser: Browser
+) -> None:
+    # Starlette writes the whole session when any key changed, so the message appended
+    # in place in the second request survives there; here it must survive too.
+    async with served(flash_app(session_middleware)) as base_url:
+        user_agent = browser(base_url)
+        await user_agent.get("/flash", params={"message": "Saved."})
+        await user_agent.get("/flash", params={"message": "Saved again.", "visit": "2"})
+        assert (await user_agent.get("/messages")).json() == ["Saved.", "Saved again."]
+        assert (await user_agent.get("/messages")).json() == []
+
+
+async def test_a_second_flash_alone_is_kept_here_and_lost_by_starlette(
+    session_middleware: Middleware, browser: Browser
+) -> None:
+    # Nothing else changes in the second request: Starlette does not see the in-place
+    # append and drops the message; nested-change detection finds and saves it.
+    starlette = session_middleware.cls is StarletteSessionMiddleware
+    async with served(flash_app(session_middleware)) as base_url:
+        user_agent = browser(base_url)
+        await user_agent.get("/flash", params={"message": "one"})
+        await user_agent.get("/flash", params={"message": "two"})
+        expected = ["one"] if starlette else ["one", "two"]
+        assert (await user_agent.get("/messages")).json() == expected
