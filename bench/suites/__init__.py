@@ -13,6 +13,8 @@ SUITES = {
     "redis": "bench.suites.redis",
     "cluster": "bench.suites.cluster",
     "sqlite": "bench.suites.sqlite",
+    "postgres": "bench.suites.postgres",
+    "postgres-layout": "bench.suites.postgres_layout",
     "cookie": "bench.suites.cookie",
     "owners": "bench.suites.owners",
     "lost-updates": "bench.suites.lost_updates",
