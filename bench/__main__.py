@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate)
     full = args.suite is None
     quick = ["--quick"] if args.quick else []
-    runs = [top.parse_args([*quick, *suite_argv]) for suite_argv in FULL] if full else [args]
+    # FULL's arguments size the real run; a quick one keeps each suite's quick defaults.
+    plan = [suite_argv[:1] if args.quick else suite_argv for suite_argv in FULL]
+    runs = [top.parse_args([*quick, *suite_argv]) for suite_argv in plan] if full else [args]
     out = args.out or (harness.RESULTS if full and not args.quick else harness.LATEST)
     services = Services(allowed=args.services == "auto")
     sections: dict[str, Section] = {}
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             for run in runs:
                 ctx = Context(quick=run.quick, services=services, tmpdir=Path(tmp), out=out)
-                typed = [*quick, *FULL[runs.index(run)]] if full else argv
+                typed = [*quick, *plan[runs.index(run)]] if full else argv
                 command = shlex.join(["python", "-m", "bench", *typed])
                 sections[run.suite] = section = run_suite(modules[run.suite], ctx, run, command)
                 print(section.markdown(), flush=True)

@@ -7,8 +7,8 @@ Every configuration serves the same trivial Starlette app with three endpoints:
 - ``/write``: the view changes one key of an existing session (without a cookie: the
   first write, which creates the session).
 
-Floors (``raw-*``) are session-less apps doing the raw store I/O a session costs; their
-``/create`` is the first write's floor (one write, nothing read).
+Floors (``raw-*``, :mod:`bench.floors`) are session-less apps doing the raw store I/O a
+session costs; their ``/create`` is the first write's floor (one write, nothing read).
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from . import floors
 from .asgi import ASGIApp, call
+from .floors import floor_app
 
 SECRET = "bench-secret-key-0123456789abcdef0123456789abcdef"
 ENDPOINTS = ("untouched", "read", "write")
@@ -110,36 +112,6 @@ def session_app(style: str, middleware: Sequence[Middleware], data: dict[str, An
     return Starlette(routes=routes, middleware=list(middleware))
 
 
-def floor_app(
-    read_one: Callable[[], Awaitable[Any]], write_one: Callable[[], Awaitable[Any]]
-) -> Starlette:
-    """A session-less app whose read/write views do the raw store I/O a session costs."""
-
-    async def untouched(request: Request) -> Response:
-        return PlainTextResponse("alice")
-
-    async def read(request: Request) -> Response:
-        value = await read_one()
-        return PlainTextResponse("alice" if value else "?")
-
-    async def write(request: Request) -> Response:
-        value = await read_one()
-        await write_one()
-        return PlainTextResponse("alice" if value else "?")
-
-    async def create(request: Request) -> Response:
-        await write_one()
-        return PlainTextResponse("alice")
-
-    routes = [
-        Route("/untouched", untouched),
-        Route("/read", read),
-        Route("/write", write),
-        Route("/create", create),
-    ]
-    return Starlette(routes=routes)
-
-
 async def _noop() -> bool:
     return True
 
@@ -149,10 +121,11 @@ async def _noop() -> bool:
 
 @dataclass
 class Env:
-    """What configurations share: a Redis URL and a scratch directory."""
+    """What configurations share: the servers' URLs and a scratch directory."""
 
     redis_url: str
     tmpdir: str
+    postgres_url: str = ""
 
 
 @dataclass
@@ -181,6 +154,10 @@ class Config:
     def needs_redis(self) -> bool:
         return "redis" in self.name
 
+    @property
+    def needs_postgres(self) -> bool:
+        return "postgres" in self.name
+
 
 async def _seed(app: ASGIApp) -> bytes:
     reply = await call(app, "/seed")
@@ -208,6 +185,10 @@ def _ours_store(kind: str, env: Env, name: str) -> tuple[Any, list[Callable[[], 
             from asgi_sessions.stores.cookie import CookieStore
 
             store = CookieStore()
+        elif kind == "postgres":
+            from asgi_sessions.stores.postgres import PostgresStore
+
+            store = PostgresStore(env.postgres_url, table=f"bench_{name.replace('-', '_')}")
         else:
             raise ValueError(kind)
     except ImportError as exc:
@@ -270,48 +251,17 @@ async def build(config: Config, env: Env) -> Built:
         app = session_app("ours", mw, data)
         return Built(app, await _seed(app), closers)
 
-    if name == "raw-redis":
-        from redis.asyncio import Redis
-
-        client = Redis.from_url(env.redis_url)
-        key = f"bench:{name}:session"
-        value = json.dumps(data).encode()
-        await client.set(key, value, ex=MAX_AGE)
-
-        async def get() -> Any:
-            return await client.get(key)
-
-        async def put() -> Any:
-            return await client.set(key, value, ex=MAX_AGE)
-
-        return Built(floor_app(get, put), DUMMY_COOKIE, [client.aclose])
-
-    if name == "raw-sqlite":
-        import aiosqlite
-
-        db = await aiosqlite.connect(os.path.join(env.tmpdir, "raw.sqlite3"), isolation_level=None)
-        # The pragmas SQLiteStore uses, so the floor pays what the store pays.
-        await db.execute_fetchall("PRAGMA journal_mode = WAL")
-        await db.execute_fetchall("PRAGMA synchronous = NORMAL")
-        await db.execute_fetchall(
-            "CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, data TEXT NOT NULL)"
-        )
-        key = "k" * 64
+    if family == "raw":
         value = json.dumps(data)
-        upsert = (
-            "INSERT INTO sessions (id, data) VALUES (?, ?) "
-            "ON CONFLICT (id) DO UPDATE SET data = excluded.data"
-        )
-        await db.execute_fetchall(upsert, (key, value))
-
-        async def select() -> Any:
-            rows = await db.execute_fetchall("SELECT data FROM sessions WHERE id = ?", (key,))
-            return list(rows)
-
-        async def save() -> Any:
-            return await db.execute_fetchall(upsert, (key, value))
-
-        return Built(floor_app(select, save), DUMMY_COOKIE, [db.close])
+        if variant == "redis":
+            app, closers = await floors.raw_redis(env.redis_url, value)
+        elif variant == "sqlite":
+            app, closers = await floors.raw_sqlite(os.path.join(env.tmpdir, "raw.sqlite3"), value)
+        elif variant == "postgres":
+            app, closers = await floors.raw_postgres(env.postgres_url, value)
+        else:
+            raise ValueError(f"unknown configuration {name!r}")
+        return Built(app, DUMMY_COOKIE, closers)
 
     raise ValueError(f"unknown configuration {name!r}")
 
@@ -335,6 +285,13 @@ CONFIGS: list[Config] = [
     Config("ours-cookie", "asgi_sessions CookieStore"),
 ]
 
+# Not in the in-process comparison: the latency suite's PostgreSQL sides (the postgres
+# suite compares the store with raw asyncpg without the app around it).
+POSTGRES_CONFIGS: list[Config] = [
+    Config("raw-postgres", "floor: asyncpg SELECT / SELECT + upsert"),
+    Config("ours-postgres", "asgi_sessions PostgresStore"),
+]
+
 SWEEP_SIZES = (1_000, 10_000, 100_000)
 SWEEP: list[Config] = [
     Config(f"{family}-{size // 1000}k", f"{family}, {size // 1000} KB session", size, ("write",))
@@ -345,7 +302,7 @@ SWEEP: list[Config] = [
 
 def config(name: str) -> Config:
     """The configuration called ``name``."""
-    for candidate in (*CONFIGS, *SWEEP):
+    for candidate in (*CONFIGS, *SWEEP, *POSTGRES_CONFIGS):
         if candidate.name == name:
             return candidate
     raise SystemExit(f"no configuration {name!r}; known: {', '.join(c.name for c in CONFIGS)}")

@@ -67,6 +67,7 @@ def versions() -> dict[str, str]:
         "starsessions",
         "redis",
         "aiosqlite",
+        "asyncpg",
         "uvicorn",
         "asgi-server-sessions",
     ):
@@ -107,7 +108,7 @@ def write_full(sections: dict[str, Section], seconds: float, out: Path = RESULTS
     readme = [f"`make bench` — {header(seconds)} All tables: [bench/RESULTS.md](bench/RESULTS.md)."]
     for section in sections.values():
         if section.readme:  # under the README's "## Benchmarks": headings two levels down
-            lines = [re.sub(r"^### ", "##### ", line) for line in section.readme]
+            lines = [re.sub(r"^(###+) ", r"##\1 ", line) for line in section.readme]
             readme += ["", f"#### {section.title}", "", f"`{section.command}`", "", *lines]
     include_in_readme("\n".join(readme))
 

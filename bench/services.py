@@ -1,8 +1,8 @@
 """The servers suites run against, each described once, started at most once per run.
 
 A service is one :class:`ServiceSpec`: its binary, its arguments for a host, port and
-scratch directory, how to tell that it answers, and the URL a client uses. Adding one
-(PostgreSQL, a Redis Cluster) is one spec in ``SERVICES``::
+scratch directory, how to tell that it answers, and the URL a client uses (``REDIS`` here,
+``POSTGRES`` in :mod:`bench.pg`)::
 
     with start(REDIS) as server:                  # a private server on a free loopback port
         use(server.url)
@@ -11,12 +11,16 @@ scratch directory, how to tell that it answers, and the URL a client uses. Addin
 
 ``Services`` (the harness's) hands a suite the URL of a shared server, started on first
 use and stopped when the run ends, or the one the spec's environment variable names.
+PostgreSQL refuses to run as root: a spec with a ``user`` runs as that user when we are
+root (as CI is), its scratch directory handed over to it.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +31,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+Run = Callable[..., None]
+"""Runs a program from the service binary's directory: ``run("initdb", *arguments)``."""
 
 
 class Unavailable(Exception):
@@ -42,8 +49,11 @@ class ServiceSpec:
     argv: Callable[[str, int, Path], list[str]]  # (host, port, workdir) -> arguments
     url: Callable[[str, int], str]
     answers: Callable[[str, int], bool]
-    prepare: Callable[[str, Path], None] | None = None  # (binary path, workdir): e.g. initdb
+    prepare: Callable[[Run, Path], None] | None = None  # (run, workdir): e.g. initdb
     commands: Callable[[str], Counter[str]] | None = None  # server-side command counters
+    locate: Callable[[str], str | None] = shutil.which  # binary name -> its path
+    user: str | None = None  # run as this user when we are root
+    stop_signal: int = signal.SIGTERM
 
 
 @dataclass(frozen=True)
@@ -62,10 +72,12 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 5) -> None:
-    """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL."""
+def stop_process(
+    process: subprocess.Popen[bytes], timeout: float = 5, sig: int = signal.SIGTERM
+) -> None:
+    """``sig`` (SIGTERM), wait up to ``timeout`` seconds, then SIGKILL."""
     if process.poll() is None:
-        process.terminate()
+        process.send_signal(sig)
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -94,20 +106,54 @@ def start(
     ``port`` defaults to a free one. ``wrap`` prefixes the command: ``ip netns exec NAME``
     runs the server inside a namespace (where any port is free, the namespace being new).
     """
-    binary = shutil.which(spec.binary)
+    binary = spec.locate(spec.binary)
     if binary is None:
         raise Unavailable(f"{spec.binary} not found ({spec.install}), and {spec.env_var} unset")
     port = port or free_port()
-    with tempfile.TemporaryDirectory(prefix=f"bench-{spec.name}-") as workdir:
+    with tempfile.TemporaryDirectory(prefix=f"bench-{spec.name}-") as directory:
+        workdir = Path(directory)
+        as_user = _as_user(spec.user, workdir)
         if spec.prepare is not None:
-            spec.prepare(binary, Path(workdir))
-        command = [*wrap, binary, *spec.argv(host, port, Path(workdir))]
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            spec.prepare(_runner(as_user, Path(binary).parent, workdir), workdir)
+        command = [*wrap, *as_user, binary, *spec.argv(host, port, workdir)]
+        with open(workdir / "server.log", "wb") as log:
+            process = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_until(lambda: spec.answers(host, port), process, f"{spec.name} on {host}:{port}")
+            try:
+                wait_until(
+                    lambda: spec.answers(host, port), process, f"{spec.name} on {host}:{port}"
+                )
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc}: {_tail(workdir / 'server.log')}") from None
             yield Running(spec.url(host, port), host, port, process.pid)
         finally:
-            stop_process(process)
+            stop_process(process, sig=spec.stop_signal)
+
+
+def _as_user(user: str | None, workdir: Path) -> list[str]:
+    """The command prefix that runs a program as ``user`` if we are root (and gives it
+    ``workdir``); setpriv execs, so signals reach the server itself."""
+    if user is None or os.geteuid() != 0:
+        return []
+    account = pwd.getpwnam(user)
+    os.chown(workdir, account.pw_uid, account.pw_gid)
+    return ["setpriv", f"--reuid={user}", f"--regid={account.pw_gid}", "--init-groups"]
+
+
+def _runner(as_user: list[str], bindir: Path, workdir: Path) -> Run:
+    def run(program: str, *args: str) -> None:
+        done = subprocess.run(
+            [*as_user, str(bindir / program), *args], cwd=workdir, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{program} failed ({done.returncode}): {done.stderr.strip()}")
+
+    return run
+
+
+def _tail(log: Path) -> str:
+    text = log.read_text(errors="replace").strip() if log.exists() else ""
+    return text[-500:] or "no output"
 
 
 class Services:
@@ -141,7 +187,8 @@ class Services:
 # -- the services ------------------------------------------------------------------------
 
 
-def _answers(host: str, port: int, ask: bytes, expect: bytes) -> bool:
+def probe(host: str, port: int, ask: bytes, expect: bytes) -> bool:
+    """Whether the server at ``host:port`` answers ``ask`` with something starting ``expect``."""
     try:
         with socket.create_connection((host, port), timeout=0.5) as sock:
             sock.sendall(ask)
@@ -180,11 +227,9 @@ REDIS = ServiceSpec(
         "no",
     ],
     url=lambda host, port: f"redis://{host}:{port}/0",
-    answers=lambda host, port: _answers(host, port, b"PING\r\n", b"+PONG"),
+    answers=lambda host, port: probe(host, port, b"PING\r\n", b"+PONG"),
     commands=_redis_commands,
 )
-
-SERVICES = {spec.name: spec for spec in (REDIS,)}
 
 
 @contextmanager

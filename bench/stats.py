@@ -41,6 +41,37 @@ def per_op(op: Callable[[], Awaitable[Any]], n: int) -> Round:
     return one_round
 
 
+def wall_and_cpu(op: Callable[[], Awaitable[Any]], n: int, cpu: list[float]) -> Round:
+    """A round: mean wall seconds per call (returned) and CPU seconds (appended to ``cpu``).
+
+    CPU time is this process's alone: on a busy machine the steadier figure, and in Python
+    the client, not the server, is where a store call spends much of its time.
+    """
+
+    async def one_round() -> float:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        for _ in range(n):
+            await op()
+        cpu.append((time.process_time() - cpu_started) / n)
+        return (time.perf_counter() - started) / n
+
+    return one_round
+
+
+async def time_ops(
+    ops: Mapping[str, Callable[[], Awaitable[Any]]], rounds: int, n: int
+) -> dict[str, tuple[float, float]]:
+    """(wall, CPU) seconds per call of each op: medians over ``rounds`` interleaved rounds
+    of ``n`` calls, after one uncounted round (connections, scripts, prepared statements)."""
+    cpu: dict[str, list[float]] = {name: [] for name in ops}
+    sides = {name: wall_and_cpu(op, n, cpu[name]) for name, op in ops.items()}
+    await interleave(sides, 1)
+    for samples in cpu.values():
+        samples.clear()
+    wall = await interleave(sides, rounds)
+    return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in ops}
+
+
 def spread(values: Sequence[float]) -> tuple[float, float, float]:
     """(median, p10, p90) of ``values``."""
     med = statistics.median(values)

@@ -100,3 +100,49 @@ def cookie_compression(enabled: bool) -> Iterator[None]:
         yield
     finally:
         cookie._MIN_COMPRESSIBLE = saved
+
+
+async def fill_postgres(dsn: str, table: str, rows: int, *, expires_at: float) -> None:
+    """``rows`` sessions (``filler_key(i)``, keys user, theme and cart), expiring at
+    ``expires_at``, written by SQL straight into the tables of ``PostgresStore(dsn,
+    table=table)`` (created first through the store)."""
+    import asyncpg
+
+    from asgi_sessions.stores.postgres import PostgresStore
+
+    async with PostgresStore(dsn, table=table) as store:
+        await store.load("warm-up")  # creates the schema
+    conn = await asyncpg.connect(dsn)
+    try:
+        now = time.time()
+        await conn.execute(
+            f"INSERT INTO {table} (id, created_at, updated_at, expires_at, purge_after) "  # noqa: S608
+            "SELECT sha256(convert_to('filler' || n, 'UTF8')), $1::float8, $1, $2::float8, "
+            "floor($2::float8 / 3600) * 3600 FROM generate_series(0, $3 - 1) AS n",
+            now, expires_at, rows,
+        )  # fmt: skip
+        await conn.execute(
+            f"INSERT INTO {table}_data (sid, key, value) "  # noqa: S608
+            "SELECT pk, k, '\"' || md5(pk::text || k) || '\"' "
+            f"FROM {table}, unnest(ARRAY['user', 'theme', 'cart']) AS k"
+        )
+        await conn.execute(f"VACUUM ANALYZE {table}, {table}_data")
+    finally:
+        await conn.close()
+
+
+def time_purge_batches(store: Any) -> list[tuple[float, int, float]]:
+    """Record each batch of ``store.clear_expired()`` (a PostgresStore): the seconds the
+    server spent on it (the longest any of its row locks was held), its size, and the
+    seconds this process saw it take. The list fills as the purge runs."""
+    batches: list[tuple[float, int, float]] = []
+    original = store._purge_batch
+
+    async def timed_batch(pool: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        row = await original(pool, **kwargs)
+        batches.append((row[3], kwargs["size"], time.perf_counter() - started))
+        return row
+
+    store._purge_batch = timed_batch
+    return batches

@@ -1,8 +1,9 @@
 """The benchmark harness runs end to end, so it cannot rot between full runs.
 
 A quick run on memory only (no server): the in-process suite (with the chart), the cookie
-suite and the lost-updates suite, through ``python -m bench``'s own entry point. Figures
-are not checked: performance is measured in benchmarks, never asserted in tests.
+suite and the lost-updates suite, through ``python -m bench``'s own entry point; and the
+PostgreSQL suites, briefly, on a real server. Figures are not checked: performance is
+measured in benchmarks, never asserted in tests.
 """
 
 from __future__ import annotations
@@ -35,6 +36,45 @@ def test_a_quick_memory_only_run_writes_its_results(
     assert report["command"].startswith("python -m bench --quick")
     assert "Skipped" not in (tmp_path / f"{name}.md").read_text()
     assert f"`{report['command']}`" in capsys.readouterr().out
+
+
+POSTGRES_SUITES = [
+    ["postgres", "--sessions", "300", "--rounds", "2", "--ops", "5", "--saves", "3",
+     "--processes", "2", "--clients", "2", "--writers", "2", "--seconds", "0.5"],
+    ["postgres-layout", "--rounds", "2", "--ops", "5", "--saves", "3", "--trials", "2",
+     "--sessions", "20"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("suite", POSTGRES_SUITES, ids=lambda argv: argv[0])
+def test_a_quick_postgres_run_writes_every_figure(
+    suite: list[str], postgres_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POSTGRES_URL", postgres_server)  # the tests' server, not a new one
+    assert main(["--quick", "--out", str(tmp_path), *suite]) == 0
+    report = (tmp_path / f"{suite[0]}.md").read_text()
+    assert "Skipped" not in report
+    assert "FAILED" not in report
+    data = json.loads((tmp_path / f"{suite[0]}.json").read_text())
+    if suite[0] == "postgres":
+        assert set(data) >= {"latency", "concurrency", "scale", "purge", "processes"}
+    else:
+        assert set(data) >= {"latency_cache_0", "wal_bytes", "concurrency", "semantics", "hot"}
+
+
+def test_the_latency_suite_puts_postgres_behind_the_delay_and_reports_round_trips(
+    postgres_server: str, tmp_path: Path
+) -> None:
+    # The suite starts a private server of its own; the fixture makes a missing PostgreSQL
+    # a skip here and a failure in CI, as for every other PostgreSQL test.
+    argv = ["latency", "--service", "postgres", "--delays", "0,1", "--requests", "6"]
+    assert main(["--quick", "--out", str(tmp_path), *argv]) == 0
+    report = (tmp_path / "latency.md").read_text()
+    assert "### PostgreSQL" in report
+    assert "#### +1 ms per round trip" in report
+    trips = json.loads((tmp_path / "latency.json").read_text())["stores"]["postgres"]
+    assert set(trips["round_trips"]) == {"ours", "floor"}
+    assert set(trips["latency_us"]["1.0"]["ours"]) == {"untouched", "read", "write", "first write"}
 
 
 def test_the_in_process_run_draws_the_ratio_chart(tmp_path: Path) -> None:

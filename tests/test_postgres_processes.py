@@ -1,13 +1,13 @@
 """Four uvicorn processes share one PostgreSQL database; concurrent writers to the same
 sessions from different processes lose no write.
 
-``python -m bench.postgres_processes`` is the timed version (writes/s); here every writer
-makes a fixed number of writes, so a busy machine slows the test but cannot fail it.
+``python -m bench postgres --only processes`` is the timed version (writes/s); here every
+writer makes a fixed number of writes, so a busy machine slows the test but cannot fail it.
 """
 
 from __future__ import annotations
 
-from bench.postgres_processes import run
+from bench.pg_processes import run
 
 
 def test_four_processes_writing_one_session_at_once_lose_no_write(postgres_url: str) -> None:

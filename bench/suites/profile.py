@@ -10,6 +10,7 @@ import asyncio
 from ..apps import Env, build, config
 from ..asgi import timed
 from ..harness import Context, Section
+from ..pg import POSTGRES
 from ..services import REDIS
 
 TITLE = "Profile of one cell"
@@ -42,7 +43,12 @@ async def profile(args: argparse.Namespace, env: Env, requests: int) -> str:
 
 def run(ctx: Context, args: argparse.Namespace) -> Section:
     requests = args.requests or (500 if ctx.quick else 20_000)
-    redis_url = ctx.services.url(REDIS) if config(args.config).needs_redis else ""
-    tree = asyncio.run(profile(args, Env(redis_url=redis_url, tmpdir=str(ctx.tmpdir)), requests))
+    chosen = config(args.config)
+    env = Env(
+        redis_url=ctx.services.url(REDIS) if chosen.needs_redis else "",
+        postgres_url=ctx.services.url(POSTGRES) if chosen.needs_postgres else "",
+        tmpdir=str(ctx.tmpdir),
+    )
+    tree = asyncio.run(profile(args, env, requests))
     lines = [f"{requests} requests to /{args.endpoint} of `{args.config}`.", "", "```", tree, "```"]
     return Section(f"{TITLE}: {args.config} {args.endpoint}", lines)

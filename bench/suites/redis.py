@@ -8,14 +8,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import time
 from collections.abc import Awaitable, Callable
-from statistics import median
 from typing import Any
 
 from ..harness import Context, Section
 from ..services import REDIS
-from ..stats import interleave
+from ..stats import time_ops
 from ..storeops import change
 
 TITLE = "RedisStore against raw redis-py"
@@ -30,23 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def session(size: int) -> dict[str, str]:
     """About ``size`` bytes of JSON-encoded values, 100 bytes each."""
     return {f"key{i:05d}": json.dumps("x" * 96) for i in range(max(1, size // 110))}
-
-
-def wall_and_cpu(op: Callable[[], Awaitable[Any]], n: int, cpu: list[float]) -> Any:
-    """A round: mean wall seconds per call (returned) and CPU seconds (appended to ``cpu``).
-
-    CPU time is this process's alone: on a busy machine the steadier figure, and in Python
-    the client, not the server, is where a Redis call spends its time.
-    """
-
-    async def one_round() -> float:
-        started, cpu_started = time.perf_counter(), time.process_time()
-        for _ in range(n):
-            await op()
-        cpu.append((time.process_time() - cpu_started) / n)
-        return (time.perf_counter() - started) / n
-
-    return one_round
 
 
 async def figures(url: str, rounds: int, ops: int) -> dict[str, tuple[float, float]]:
@@ -81,13 +62,7 @@ async def figures(url: str, rounds: int, ops: int) -> dict[str, tuple[float, flo
             "raw GET + SET (1 KB)": raw_get_set,
             "load + save 1 changed key": load_save,
         }
-        cpu: dict[str, list[float]] = {name: [] for name in ops_by_name}
-        sides = {name: wall_and_cpu(op, ops, cpu[name]) for name, op in ops_by_name.items()}
-        await interleave(sides, 1)  # warm-up: connections, loaded scripts
-        for samples in cpu.values():
-            samples.clear()
-        wall = await interleave(sides, rounds)
-        return {name: (median(wall[name]), median(cpu[name])) for name in ops_by_name}
+        return await time_ops(ops_by_name, rounds, ops)
     finally:
         await client.delete(*[k async for k in client.scan_iter("bench:*")])
         await client.aclose()

@@ -1,28 +1,26 @@
 """Several uvicorn processes sharing one PostgreSQL database: concurrent writers to the
 same sessions lose nothing.
 
-    .venv/bin/python -m bench.postgres_processes --processes 4 --clients 16 --writers 8 --seconds 10
+    .venv/bin/python -m bench postgres --only processes   # 4 processes, 16 x 8 writers, 10 s
 
-Four uvicorn servers (one process each, on their own ports) serve the same app on the
-same database. Each client logs in once; then its ``writers`` tasks write to that ONE
-session at the same time, each its own key with increasing values, writer ``w`` through
-server ``w mod processes``: concurrent saves of one session come from different
-processes. (Separate servers rather than ``uvicorn --workers 4``: the kernel would pick
-the process, and here the test does, so every session is written from all of them.)
-Afterwards every key must hold the last value its writer saw acknowledged: anything
-else is a lost write. Starts a private PostgreSQL cluster unless ``POSTGRES_URL`` is set.
-Loopback only.
+Used by that figure (writes/s) and by ``tests/test_postgres_processes.py`` (a fixed number
+of writes each). Four uvicorn servers (one process each, on their own ports) serve the
+same app on the same database. Each client logs in once; then its ``writers`` tasks write
+to that ONE session at the same time, each its own key with increasing values, writer
+``w`` through server ``w mod processes``: concurrent saves of one session come from
+different processes. (Separate servers rather than ``uvicorn --workers 4``: the kernel
+would pick the process, and here the test does, so every session is written from all of
+them.) Afterwards every key must hold the last value its writer saw acknowledged:
+anything else is a lost write. Loopback only.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,10 +29,11 @@ import httpx
 from bench.services import uvicorn_server
 
 SECRET = "postgres-processes-secret-key-long-enough"
+FACTORY = "bench.pg_processes:make_app"
 
 
 def make_app() -> Any:
-    """The served app (``uvicorn --factory bench.postgres_processes:make_app``)."""
+    """The served app (``uvicorn --factory bench.pg_processes:make_app``)."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -156,26 +155,6 @@ async def drive(
     return result
 
 
-@contextmanager
-def postgres_dsn() -> Iterator[str]:
-    """``POSTGRES_URL``, or a private cluster's DSN for the duration."""
-    url = os.environ.get("POSTGRES_URL")
-    if url:
-        yield url
-        return
-    from tests.postgres_server import PostgresProcess, find_bindir
-
-    bindir = find_bindir()
-    if bindir is None:
-        raise SystemExit("PostgreSQL not found (apt-get install postgresql) and POSTGRES_URL unset")
-    server = PostgresProcess(bindir)
-    try:
-        server.start()
-        yield server.dsn
-    finally:
-        server.remove()
-
-
 def run(
     dsn: str,
     *,
@@ -188,38 +167,7 @@ def run(
     """Serve the app from ``processes`` uvicorn servers on ``dsn`` and drive them."""
     env = {"PROCESSES_POSTGRES_URL": dsn}
     with contextlib.ExitStack() as servers:
-        bases = [
-            servers.enter_context(uvicorn_server("bench.postgres_processes:make_app", env))[0]
-            for _ in range(processes)
-        ]
+        bases = [servers.enter_context(uvicorn_server(FACTORY, env))[0] for _ in range(processes)]
         return asyncio.run(
             drive(bases, clients=clients, writers=writers, seconds=seconds, each=each)
         )
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--processes", type=int, default=4)
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--writers", type=int, default=8, help="concurrent writers per session")
-    parser.add_argument("--seconds", type=float, default=10.0)
-    args = parser.parse_args()
-    with postgres_dsn() as dsn:
-        result = run(
-            dsn,
-            processes=args.processes,
-            clients=args.clients,
-            writers=args.writers,
-            seconds=args.seconds,
-        )
-    print(
-        f"{len(result.pids)} processes, {args.clients} sessions x {args.writers} concurrent "
-        f"writers, {result.seconds:.1f} s: {result.writes} writes ({result.per_second:.0f}/s), "
-        f"errors {len(result.errors)}, lost writes {result.lost_writes}"
-    )
-    for error in result.errors[:5]:
-        print(f"  {error}")
-
-
-if __name__ == "__main__":
-    main()
