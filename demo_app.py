@@ -249,7 +249,9 @@ def cart_page_body(session: Session, note: str = "") -> str:
         "place, which does not mark the session modified (Django's nested-mutation gotcha). "
         "asgi-server-sessions still keeps it: the list was handed out by the session, so when the "
         "response starts its JSON is compared with what was loaded, and a changed list is "
-        "saved. The second button also sets <code>session.modified = True</code>, the "
+        "saved (<code>detect_nested_changes=True</code>, the default; it costs one JSON "
+        "encode of each list or dict a request reads). The second button also sets "
+        "<code>session.modified = True</code>, the "
         "Django way, which writes every key. Add with each, then "
         '<a href="/cart" id="reload">reload this page</a>.</p>'
         + form(session, "/cart/in-place", "Append in place (kept)")
