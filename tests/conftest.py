@@ -7,7 +7,6 @@ for tests that work at the HTTP level.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from tests.clock import FakeClock
 pytest_plugins = ["tests.redis_server", "tests.redis_cluster", "tests.postgres_server"]
 
 PACKAGE = Path(__file__).resolve().parent.parent / "asgi_sessions"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def _available(kind: str) -> bool:
