@@ -117,7 +117,7 @@ def failed_commands(masters: list[redis.Redis]) -> dict[str, Any]:
 
 async def preload_scripts(store: RedisStore) -> None:
     """Load every script on every master, so that no NOSCRIPT reply muddles the figures."""
-    for script in (store._write, store._remove, store._list, store._unseal, store._read_slot_key):
+    for script in store.scripts:
         await store.client.script_load(script.script)
 
 

@@ -75,6 +75,8 @@ class RedisCommands:
     ) -> None:
         redis = import_redis()
         self.client = client
+        # Every Lua script this store runs, so that a caller can preload them (SCRIPT LOAD).
+        self.scripts: list[AsyncScript] = []
         self.cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
         self._owned_clients: RedisClients | None = None
         # from_url() bounds concurrent commands to its pool's size, so a burst queues here
@@ -104,7 +106,9 @@ class RedisCommands:
     def register(self, name: str) -> AsyncScript:
         """The Lua script ``lua/<name>.lua``, ready to run."""
         text = (resources.files(__package__) / "lua" / f"{name}.lua").read_text()
-        return self.client.register_script(text)
+        script = self.client.register_script(text)
+        self.scripts.append(script)
+        return script
 
     def _failure(self, doing: str, exc: BaseException) -> SessionStoreError:
         return SessionStoreError(

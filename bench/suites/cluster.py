@@ -46,7 +46,6 @@ from ..storeops import change
 TITLE = "RedisStore on one server, a Redis Cluster and Sentinel"
 FIGURES = ("spread", "latency", "round-trips", "failover", "machines")
 SECRET = "cluster-figures-secret-key-long-enough-0"
-SCRIPTS = ("_write", "_remove", "_list", "_unseal", "_read_slot_key")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -236,8 +235,8 @@ async def round_trips(urls: dict[str, str]) -> dict[str, dict[str, int]]:
                 # Warm up: connections, the slot map, the scripts, the slot key, and what
                 # each master said about its replicas (sessions on every master).
                 await client.get("/login", params={"user": "warm"})
-                for script in SCRIPTS:
-                    await store.client.script_load(getattr(store, script).script)
+                for script in store.scripts:
+                    await store.client.script_load(script.script)
                 for _ in range(40):
                     client.cookies.clear()
                     await client.get("/put", params={"a": "1"})
