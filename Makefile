@@ -4,19 +4,22 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The exact toolchain (make upgrade refreshes it); pyproject.toml keeps users' lower bounds.
+PINS := requirements/constraints.txt
+BUILD_PINS := requirements/build-constraints.txt
 
-.PHONY: help install run test lint fmt typecheck bench bench-quick fuzz check-model wheel-check clean
+.PHONY: help install run test lint fmt typecheck bench bench-quick fuzz check-model wheel-check clean upgrade drift check-latest
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(PINS) $(BUILD_PINS)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c $(PINS) pip
 	@# The project was called asgi-sessions before 0.2.0, which on PyPI is an unrelated
 	@# package with the same import name: neither may stay beside this checkout.
 	$(PY) -m pip uninstall -q -y asgi-sessions 2>/dev/null || true
-	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m pip install -q -c $(PINS) --build-constraint $(BUILD_PINS) -e '.[dev,bench]'
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the project with its dev extra
@@ -56,5 +59,18 @@ MODEL_PROGRAMS ?= 100000
 check-model: $(STAMP) ## Long model-checker run: MODEL_PROGRAMS (100,000) concurrent programs per store
 	MODEL_PROGRAMS=$(MODEL_PROGRAMS) $(PY) -m pytest tests/model/test_model.py -p no:cacheprovider -q $(PYTEST_ARGS)
 
+upgrade: $(STAMP) ## Refresh the pinned toolchain (requirements/*.txt) to the newest releases
+	$(PY) .ci/pins.py upgrade
+
+drift: $(STAMP) ## Report which pins the newest releases have moved past (never fails)
+	$(PY) .ci/pins.py drift
+
+check-latest: ## Lint and test against the newest releases, in .venv-latest (pins untouched)
+	rm -rf .venv-latest
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python -m pip install -q --upgrade pip
+	.venv-latest/bin/python -m pip install -q -e '.[dev,bench]'
+	$(MAKE) test PY=.venv-latest/bin/python STAMP=.venv-latest/bin/python
+
 clean: ## Remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage* dist
+	rm -rf $(VENV) .venv-latest .pytest_cache .mypy_cache .ruff_cache .coverage* dist

@@ -220,7 +220,7 @@ def _sentinel_class() -> type[Sentinel]:
         """
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+            super().__init__(*args, **kwargs)
             self._discovering = asyncio.Lock()
 
         async def discover_master(self, service_name: str) -> Any:
