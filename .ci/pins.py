@@ -46,7 +46,9 @@ def _fresh_venv(where: Path) -> Path:
 
 def _freeze(python: Path) -> list[str]:
     lines = _pip(python, "freeze", "--exclude-editable").splitlines()
-    return sorted((line for line in lines if "==" in line), key=str.lower)
+    return sorted(
+        (line for line in lines if "==" in line), key=lambda line: line.lower().partition("==")[0]
+    )
 
 
 def upgrade() -> None:
@@ -59,12 +61,16 @@ def upgrade() -> None:
         build = _fresh_venv(Path(tmp) / "build")
         _pip(build, "install", "-q", "hatchling")
         build_pins = [line for line in _freeze(build) if not line.startswith("pip==")]
-    platform = f"{sys.platform} {__import__('platform').machine()}"
+    platform = f"{__import__('platform').system()} {__import__('platform').machine()}"
     python_version = ".".join(map(str, sys.version_info[:2]))
-    PINS.write_text(HEADER.format(python=python_version, platform=platform) + "\n".join(pins) + "\n")
+    PINS.write_text(
+        HEADER.format(python=python_version, platform=platform) + "\n".join(pins) + "\n"
+    )
     BUILD_PINS.write_text(BUILD_HEADER + "\n".join(build_pins) + "\n")
-    print(f"{len(pins)} pins in {PINS.relative_to(ROOT)}, {len(build_pins)} in "
-          f"{BUILD_PINS.relative_to(ROOT)}: now run make test.")
+    print(
+        f"{len(pins)} pins in {PINS.relative_to(ROOT)}, {len(build_pins)} in "
+        f"{BUILD_PINS.relative_to(ROOT)}: now run make test."
+    )
 
 
 def _pinned() -> dict[str, str]:
@@ -81,8 +87,16 @@ def drift() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         try:
-            _pip(Path(sys.executable), "install", "-q", "--dry-run", "--ignore-installed",
-                 "--report", str(report), EXTRAS)
+            _pip(
+                Path(sys.executable),
+                "install",
+                "-q",
+                "--dry-run",
+                "--ignore-installed",
+                "--report",
+                str(report),
+                EXTRAS,
+            )
         except subprocess.CalledProcessError as exc:
             print(f"drift: could not resolve the newest releases ({exc.stderr.strip()[-300:]})")
             return
@@ -95,8 +109,10 @@ def drift() -> None:
         if name != "asgi-server-sessions" and pins.get(name) != version:
             changed.append(f"  {name}: {pins.get(name, '(new)')} -> {version}")
     if changed:
-        print(f"drift: {len(changed)} packages have newer releases than the pins "
-              "(not blocking; 'make check-latest' tests them, 'make upgrade' adopts them):")
+        print(
+            f"drift: {len(changed)} packages have newer releases than the pins "
+            "(not blocking; 'make check-latest' tests them, 'make upgrade' adopts them):"
+        )
         print("\n".join(sorted(changed)))
     else:
         print("drift: the pins are the newest releases.")

@@ -207,6 +207,12 @@ class TrackedDict(dict[str, Any]):
                 key.encode()
             except UnicodeEncodeError as exc:
                 raise TypeError(f"The session key {key!r} cannot be stored: {exc}.") from exc
+        if "\x00" in key:
+            # Refused on every store alike: PostgreSQL's text cannot hold U+0000.
+            raise TypeError(
+                f"The session key {key!r} cannot be stored: it contains a NUL character. "
+                "Use a key without one."
+            )
         # Encoded now, so an unstorable value fails here, in the view, not at save time.
         self._assigned[key] = self._encode(key, value)
         dict.__setitem__(self, key, value)

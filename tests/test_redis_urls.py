@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
+from asgi_sessions import store_from_url
 from asgi_sessions.errors import ImproperlyConfigured
+from asgi_sessions.stores.redis import RedisStore
 from asgi_sessions.stores.redis_url import RedisURL, connect, parse_redis_url
 from tests.redis_cluster import RedisClusterSet, RedisSentinelSet
 
@@ -74,6 +76,63 @@ def test_query_options_are_cast_to_the_clients_types() -> None:
 def test_a_malformed_url_says_what_is_wrong(url: str, complaint: str) -> None:
     with pytest.raises(ImproperlyConfigured, match=complaint):
         parse_redis_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        ("redis://localhost:6379/sessions", "names the database 'sessions'"),
+        ("rediss://localhost:6379/sessions", "names the database 'sessions'"),
+        ("redis://localhost:6379/1/2", "too many path parts"),
+        ("REDISS://localhost/0/1", "too many path parts"),
+        ("redis://localhost/db0", "a database is a number"),
+        ("redis://localhost/-1", "a database is a number"),
+        ("redis://localhost/\u00b2", "a database is a number"),  # "²".isdigit() is True
+    ],
+)
+def test_a_one_server_url_refuses_a_path_that_is_not_a_database_number(
+    url: str, complaint: str
+) -> None:
+    """redis-py reads ``/sessions`` as database 0 and ``/1/2`` as database 12, silently;
+    the cluster and Sentinel schemes refuse them, and so does redis:// now."""
+    with pytest.raises(ImproperlyConfigured, match=complaint):
+        RedisStore.from_url(url)
+    with pytest.raises(ImproperlyConfigured, match=complaint):
+        store_from_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "db"),
+    [
+        ("redis://localhost", 0),
+        ("redis://localhost:6379", 0),
+        ("redis://localhost:6379/", 0),
+        ("redis://localhost:6379/3", 3),
+        ("rediss://localhost:6380/15", 15),
+        ("redis://localhost/%33", 3),
+        ("redis://localhost/2?socket_timeout=0.5", 2),
+        ("redis://localhost/2#fragment", 2),
+        ("redis://localhost/2?client_name=a/b", 2),  # a slash in the query is no path
+        (f"redis://:{SECRET}@localhost/4", 4),
+    ],
+)
+async def test_a_one_server_url_with_no_path_a_slash_or_a_database_number_opens(
+    url: str, db: int
+) -> None:
+    store = RedisStore.from_url(url)  # builds a client; connects on first use
+    try:
+        client = store._owned_clients.client  # type: ignore[union-attr]
+        assert client.connection_pool.connection_kwargs.get("db", 0) == db
+    finally:
+        await store.aclose()
+
+
+def test_a_refused_one_server_url_does_not_repeat_its_password() -> None:
+    with pytest.raises(ImproperlyConfigured) as raised:
+        RedisStore.from_url(f"redis://app:{SECRET}@localhost/sessions")
+
+    assert SECRET not in str(raised.value)
+    assert "redis://app:***@localhost/sessions" in str(raised.value)
 
 
 @pytest.mark.parametrize(

@@ -51,6 +51,9 @@ T = TypeVar("T")
 # clear_expired() starts with batches of this many sessions, then adapts (see there).
 _FIRST_PURGE_BATCH = 100
 _MIN_PURGE_BATCH = 10
+# PostgreSQL's text cannot hold U+0000: an owner with one is refused by the view
+# (Session.owner), so no session has it, and an argument holding one matches nothing.
+_NUL = "\x00"
 
 
 def _import_asyncpg() -> Any:
@@ -325,6 +328,8 @@ class PostgresStore(Store):
     # -- owner index ----------------------------------------------------------------
 
     async def list_sessions(self, owner: str) -> list[OwnedSession]:
+        if _NUL in owner:
+            return []  # no session has it (the view refuses it), and text cannot hold it
         now = self.clock()
         rows = await self._run(
             "list an owner's sessions",
@@ -333,6 +338,8 @@ class PostgresStore(Store):
         return [self.owned(*row) for row in rows]
 
     async def revoke(self, owner: str, public_id: str) -> int:
+        if _NUL in owner or _NUL in public_id:
+            return 0
         now = self.clock()
         status: str = await self._run(
             "revoke a session",
@@ -341,6 +348,10 @@ class PostgresStore(Store):
         return int(status.rpartition(" ")[2])
 
     async def revoke_all(self, owner: str, *, keep: str | None = None) -> int:
+        if _NUL in owner:
+            return 0
+        if keep is not None and _NUL in keep:
+            keep = ""  # keeps no session, as a public id no session has does
         now = self.clock()
         status: str = await self._run(
             "revoke an owner's sessions",

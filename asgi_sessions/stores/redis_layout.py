@@ -36,16 +36,24 @@ The rules:
   16,384 slots: 100,000 sessions cover about 16,350 slots, 100,000 sessions of 10,000
   owners about 7,500 (``python -m bench cluster --figures spread``).
   There is no namespace-wide tag, and a prefix with a brace is refused.
-- The tag shows nothing about the owner to whoever holds the cookie: without the slot
-  key nobody can compute an owner's tag. The slot key is 256 random bits kept in the
-  cluster itself (``prefix + "slot-key"``, created once by whichever process needs it
-  first), not derived from the middleware's ``secret_key``: the CLI and admin code
-  that list or revoke sessions outside the middleware find it without configuration,
-  every app sharing the prefix agrees on it, and rotating ``secret_key`` does not move
-  anybody's index (sessions under an old tag would drop out of ``revoke_all``).
-  Each process re-reads it at most once a minute and writes back the value it knows if
-  the key has vanished (a FLUSHALL, or an ``allkeys-*`` eviction policy, which evicts
-  live sessions too and is wrong for a session store anyway).
+- The tag does not tell who the owner is: without the slot key nobody can compute an
+  owner's tag. But it is the same on every session of one owner, so the cookies of one
+  user (two devices, or before and after a logout and a new login) are linkable to each
+  other by whoever sees them, though not to the user (two owners share a tag once in
+  16.7 million). An ownerless session's tag is random and links nothing. Unlinkable
+  keys at the same round trips would need the tag masked per session (the key carrying
+  ``owner tag XOR HMAC(slot key, random part)``): every load would then need the slot
+  key, and losing it would lose every session instead of misfiling new index entries.
+  Not adopted.
+- The slot key is 256 random bits kept in the cluster itself (``prefix + "slot-key"``,
+  created once by whichever process needs it first), not derived from the middleware's
+  ``secret_key``: the CLI and admin code that list or revoke sessions outside the
+  middleware find it without configuration, every app sharing the prefix agrees on it,
+  and rotating ``secret_key`` does not move anybody's index (sessions under an old tag
+  would drop out of ``revoke_all``). Each process re-reads it at most once a minute and
+  writes back the value it knows if the key has vanished (a FLUSHALL, or an
+  ``allkeys-*`` eviction policy, which evicts live sessions too and is wrong for a
+  session store anyway).
 - Owner changes: ``None -> owner`` and ``owner -> other owner`` move the session into
   the new owner's slot under a new key (with rotation switched off, the cluster store
   still rotates: two slots cannot share one key). ``owner -> None`` stays where it is;

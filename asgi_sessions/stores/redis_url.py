@@ -180,7 +180,7 @@ def _path(path: str, kind: Kind, shown: str) -> tuple[str | None, int]:
 
 
 def _db(text: str, shown: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # "²".isdigit() is True; int() refuses it
         raise ImproperlyConfigured(
             f"The Redis URL {shown!r} names the database {text!r}; a database is a number "
             "such as 0."
@@ -328,7 +328,8 @@ def open_url(
     """The clients for any Redis URL: the cluster and Sentinel schemes through
     :func:`connect`, ``redis://``, ``rediss://`` and ``unix://`` through redis-py's own
     ``from_url`` (so every option it knows keeps working)."""
-    if url.partition("://")[0].lower() in _TOPOLOGY_SCHEMES:
+    scheme = url.partition("://")[0].lower()
+    if scheme in _TOPOLOGY_SCHEMES:
         return connect(
             parse_redis_url(url),
             socket_timeout=socket_timeout,
@@ -336,6 +337,8 @@ def open_url(
             max_connections=max_connections,
             **options,
         )
+    if scheme in ("redis", "rediss"):
+        _check_server_path(url)
     import redis.asyncio
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
@@ -359,6 +362,14 @@ def open_url(
         ) from exc
     _pack_with_hiredis(client.connection_pool)
     return RedisClients(client)
+
+
+def _check_server_path(url: str) -> None:
+    """Refuse a ``redis://`` path that redis-py would misread rather than reject: it drops
+    every slash and falls back to database 0 on anything else, so ``/sessions`` means
+    database 0 and ``/1/2`` database 12. Valid: no path, ``/`` or ``/<db number>``."""
+    rest = url.partition("://")[2].partition("?")[0].partition("#")[0]
+    _path(rest.partition("/")[2], "server", _redact(url))
 
 
 def _pack_with_hiredis(pool: Any) -> None:
