@@ -18,7 +18,14 @@ from typing import Any, Literal
 
 from .errors import ImproperlyConfigured
 
-__all__ = ["CookieSettings", "Signer", "VerifiedCookies", "cookie_values"]
+__all__ = [
+    "CookieSettings",
+    "Signer",
+    "VerifiedCookies",
+    "cookie_values",
+    "pending_pair",
+    "split_pending",
+]
 
 SameSite = Literal["lax", "strict", "none"]
 
@@ -31,6 +38,27 @@ _ATTRIBUTE_VALUE = re.compile(r"[\x21-\x3a\x3c-\x7e]+\Z")
 BROWSER_COOKIE_LIMIT = 4096
 
 _EPOCH = "expires=Thu, 01 Jan 1970 00:00:00 GMT"
+
+# Joins the two keys of a pending-rotation cookie. Never part of a server key (base64url,
+# with a base64url slot tag on a cluster), and a valid cookie octet (RFC 6265).
+_PENDING = "~"
+
+
+def pending_pair(new_key: str, old_key: str) -> str:
+    """The signed payload of a pending-rotation cookie: "``new_key``, else ``old_key``".
+
+    Sent when a rotation failed in a way that may have applied (:class:`OutcomeUnknown`):
+    the next request loads ``new_key`` and falls back to ``old_key`` if that record does
+    not exist, then gets a plain cookie for the one it found. Both keys sit under one
+    signature, so neither half can be swapped or reused alone.
+    """
+    return f"{new_key}{_PENDING}{old_key}"
+
+
+def split_pending(key: str) -> tuple[str, str | None]:
+    """``(key, None)`` for a plain key; ``(new_key, old_key)`` for a pending pair."""
+    new_key, pair, old_key = key.partition(_PENDING)
+    return (new_key, old_key) if pair else (key, None)
 
 
 def _b64(digest: bytes) -> bytes:

@@ -6,6 +6,7 @@ The tree::
     ├── SessionNotLoaded (RuntimeError)     data touched before ``await request.state.session``
     ├── ImproperlyConfigured (ValueError)   a bad option or URL, raised at start-up
     ├── SessionStoreError                   the store failed (Redis down, disk full, ...)
+    │   └── OutcomeUnknown                  a write under a new key may or may not have happened
     ├── SessionInterrupted                  the record was deleted by a concurrent request
     ├── SessionTooLarge                     a cookie would pass the browser's 4096-byte limit
     ├── StoreCapabilityError                the store cannot do this (e.g. revoke a cookie)
@@ -20,6 +21,7 @@ __all__ = [
     "ImproperlyConfigured",
     "KeyCollision",
     "MissingDependency",
+    "OutcomeUnknown",
     "SessionError",
     "SessionInterrupted",
     "SessionNotLoaded",
@@ -57,6 +59,20 @@ class SessionStoreError(SessionError):
     The request that needed the session fails (a 5xx); the user's cookie is left alone so
     the session is still there when the store comes back.
     """
+
+
+class OutcomeUnknown(SessionStoreError):
+    """A write under a new key (a create, a rotation) failed in a way that may have applied.
+
+    A lost reply, a timeout, ``WAIT`` failing after the write, a connection dropped after
+    ``COMMIT``: the store cannot tell. ``attempted_key`` is the key the write used, so
+    the response can hand the client a cookie that works whichever way it went. The key
+    is an attribute only: it is never part of the message (logs print the message).
+    """
+
+    def __init__(self, *args: object, attempted_key: str) -> None:
+        super().__init__(*args)
+        self.attempted_key = attempted_key
 
 
 class SessionInterrupted(SessionError):

@@ -44,6 +44,8 @@ from .base import (
     StoredSession,
     StoreStats,
     WriteOutcome,
+    attempting,
+    merged_data,
     public_id_for,
 )
 from .redis_io import RedisCommands, import_redis
@@ -234,7 +236,8 @@ class RedisStore(RedisCommands, Store):
         for attempt in range(_CREATE_ATTEMPTS):
             key = await self._new_key(change.owner)
             try:
-                outcome = await self._merge(key, key, change)
+                with attempting(key):
+                    outcome = await self._merge(key, key, change)
             except KeyCollision:
                 if attempt == _CREATE_ATTEMPTS - 1:
                     raise
@@ -265,10 +268,11 @@ class RedisStore(RedisCommands, Store):
         for attempt in range(_CREATE_ATTEMPTS):
             key = mint_key(tag) if self.layout.cluster else self.new_key(change.owner)
             try:
-                if tag == tag_of(session_key) or not self.layout.cluster:
-                    outcome = await self._merge(session_key, key, change)
-                else:
-                    outcome = await self._move_across_slots(session_key, key, change)
+                with attempting(key):
+                    if tag == tag_of(session_key) or not self.layout.cluster:
+                        outcome = await self._merge(session_key, key, change)
+                    else:
+                        outcome = await self._move_across_slots(session_key, key, change)
             except KeyCollision:
                 if attempt == _CREATE_ATTEMPTS - 1:
                     raise
@@ -359,16 +363,40 @@ class RedisStore(RedisCommands, Store):
     ) -> WriteOutcome:
         """Rotation into another cluster slot: seal the merged record in its slot, then
         create it in the new one (redis_layout explains why this order)."""
-        # The owner changes only in the new slot: if the move fails, the old record is
-        # still its old owner's, in that owner's index.
-        sealing = dataclasses.replace(change, owner_changed=False, owner=None)
-        reply = await self._merge_reply(key, new_key, sealing, seal=True)
-        if reply[0] != 3:
-            return _outcome(reply)  # the merge emptied the session: deleted, nothing to move
+        # The seal freezes the record as stored: this request's changes (its data, owner
+        # and expiry) are merged only into the new slot's copy. If the move fails, the old
+        # record comes back exactly as it was, in its old owner's index: a login's data
+        # (``user = alice``) never lands under the old key, which may be a planted one.
+        sealing = dataclasses.replace(
+            change,
+            set={},
+            deleted=frozenset(),
+            replace=False,
+            owner_changed=False,
+            owner=None,
+            expiry_changed=False,
+        )
+        try:
+            reply = await self._merge_reply(key, new_key, sealing, seal=True)
+        except SessionStoreError:
+            # The seal may have applied with its reply lost: unseal (a no-op if it did not),
+            # or the user would hold no working key until the seal expires.
+            await self._unseal_after_failure(key, new_key)
+            raise
+        if reply[0] != 3:  # pragma: no cover - a seal that changes nothing never empties
+            return _outcome(reply)
         fields = dict(zip(reply[1][::2], reply[1][1::2], strict=True))
         fields = {_text(name): _text(value) for name, value in fields.items()}
+        stored = {name[2:]: value for name, value in fields.items() if name[:2] == DATA}
+        data = merged_data(stored, change)
+        if not data:
+            # The request emptied the session: it ends here, nothing moves (the emptiness
+            # rule; the sealed record is frozen, so no concurrent write can refill it).
+            await self._remove_members([self.layout.member(key)], tag_of(key))
+            return WriteOutcome(False, change.now, None)
+        expiry = change.expiry if change.expiry_changed else fields.get(EXPIRY)
         moved = SessionWrite(
-            set={name[2:]: value for name, value in fields.items() if name[:2] == DATA},
+            set=data,
             deleted=frozenset(),
             replace=False,
             create=True,
@@ -378,7 +406,7 @@ class RedisStore(RedisCommands, Store):
             created_at=float(fields[CREATED]),
             owner=change.owner,
             owner_changed=True,
-            expiry=fields.get(EXPIRY),
+            expiry=expiry,
             expiry_changed=True,
         )
         try:

@@ -23,6 +23,7 @@ from contextvars import ContextVar
 from typing import Any, Protocol
 
 from asgi_sessions import Store
+from tests.model import faults
 
 # Lifecycle, not requests' work.
 _NOT_GATED = frozenset({"aclose"})
@@ -33,7 +34,8 @@ class Gated(Protocol):
 
     async def gate(self, label: str) -> None: ...
 
-    def store_call(self, method: str) -> None: ...
+    def store_call(self, method: str) -> str | None:
+        """The call runs now; return the fault to inject into it, if any (faults.py)."""
 
 
 current_request: ContextVar[Gated | None] = ContextVar("model_request", default=None)
@@ -61,9 +63,11 @@ def gate_store(store: Store) -> list[str]:
             if request is None or _inside_store.get():
                 return await _original(*args, **kw)
             await request.gate(f"store.{_name}")
-            request.store_call(_name)
+            fault = request.store_call(_name)
             token = _inside_store.set(True)
             try:
+                if fault is not None:
+                    return await faults.inject(_name, fault, _original, args, kw)
                 return await _original(*args, **kw)
             finally:
                 _inside_store.reset(token)
