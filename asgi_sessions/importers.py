@@ -6,10 +6,27 @@ moved into our store under a new key; the response sets our cookie and removes t
 one. Keep an importer on for one of the old library's ``max_age`` (14 days by default):
 by then every old cookie has either come back once or expired.
 
-Each old session is imported at most once. Its new key is derived from the old cookie with
-an HMAC of our secret, so two concurrent first requests end with the same new session;
-and a marker record, kept as long as the old cookie could still be valid, stops a copy of
-the old cookie from importing it again after the user logged out.
+The rules (each one closes a hole a copy of the old cookie could open):
+
+- **Imported once.** On a server store the new key ``K`` is derived from the old cookie
+  with an HMAC of our secret, and a marker record, kept for exactly as long as the
+  importer would accept that cookie, records that the import happened. A copy of the old
+  cookie replayed after a logout finds the marker and ``K`` gone: a fresh session.
+- **Released last.** The old session is only *read* first; ``K`` is created, then the
+  marker written, and only then is the old data released (starsessions: its record
+  deleted). A store failure at any step answers 503 with the old data still in place,
+  and a retry converges on the same ``K``.
+- **A short window.** A request carrying the old cookie reaches an existing ``K`` only
+  while nothing was saved to it since the import and for :data:`IMPORT_WINDOW` seconds
+  after it (concurrent first requests, a retried request); otherwise it gets a fresh
+  session and the old cookie is removed.
+- **Retired on first use.** ``K`` ends with ``:``, which random keys never contain. The
+  first request that comes back with our cookie naming ``K`` moves the session to a
+  random key (as ``cycle_key()`` does), so a copy of the old cookie that reached ``K``
+  inside the window is dead after the user's next request.
+- The cookie store has no server-side record to derive or mark: the import happens as
+  the response sets our cookie, and the old data is released only when that response
+  starts with a status below 500.
 """
 
 from __future__ import annotations
@@ -22,12 +39,12 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from .cookies import cookie_values
-from .errors import KeyCollision, MissingDependency
+from .errors import KeyCollision, MissingDependency, SessionStoreError
 from .stores.base import SessionWrite, StoredSession
 
 if TYPE_CHECKING:
@@ -37,11 +54,25 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("asgi_sessions")
 
-__all__ = ["FromStarlette", "FromStarsessions", "Imported", "Importer"]
+__all__ = ["IMPORT_WINDOW", "FromStarlette", "FromStarsessions", "Imported", "Importer"]
+
+#: Seconds after an import during which a request with the old cookie still reaches the
+#: new session, provided nothing was saved to it since (concurrent first requests, a
+#: request retried after a 503).
+IMPORT_WINDOW: Final = 30
+#: The last character of a key derived from an old cookie; random keys never contain it.
+DERIVED_KEY_MARK: Final = ":"
+#: Starlette's ``max_age=None`` sets no bound on a cookie's age: ``FromStarlette`` then
+#: accepts cookies signed at most this long ago (``browser_session_limit``).
+BROWSER_SESSION_LIMIT: Final = 14 * 24 * 60 * 60
 
 _FOURTEEN_DAYS = 14 * 24 * 60 * 60
 _STARSESSIONS_ID = re.compile(r"[0-9a-f]{16,128}\Z")
 _EPOCH = "expires=Thu, 01 Jan 1970 00:00:00 GMT"
+# The import writes K as if a millisecond before its creation, so "nothing was saved to
+# it since" is ``updated_at < created_at``: any later write, even in the same clock tick,
+# moves updated_at to or past created_at.
+_UNTOUCHED = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +83,8 @@ class Imported:
     token: str
     """Identifies the old session (its cookie value): the same token imports once."""
     expires_at: float
-    """When the old session would have ended: the import marker lives until then."""
+    """Until when the importer would accept the old cookie: the import marker lives until
+    then."""
 
 
 @runtime_checkable
@@ -69,9 +101,13 @@ class Importer(Protocol):
     async def take(self, value: str) -> Imported | None:
         """The old session behind cookie ``value``, or ``None`` if it is not a valid one.
 
-        Must never vouch for a session the old library does not hold, and may remove it
-        from the old store (it is ours from now on).
+        Must never vouch for a session the old library does not hold, and must not remove
+        it: :meth:`release` does that once the new session is durable.
         """
+        ...
+
+    async def release(self, value: str) -> None:
+        """Remove the old session behind ``value`` (it is ours now); safe to repeat."""
         ...
 
     def delete_cookie(self) -> str:
@@ -91,6 +127,10 @@ class FromStarlette:
     Args:
         secret_key: the old middleware's ``secret_key``.
         session_cookie, max_age, path, domain: the old middleware's settings.
+        browser_session_limit: with ``max_age=None`` (Starlette's browser-session
+            cookie, which carries no bound), accept cookies signed at most this many
+            seconds ago (14 days); older ones import nothing.
+        clock: the time in seconds since the epoch (``time.time``; tests move it).
     """
 
     def __init__(
@@ -101,14 +141,23 @@ class FromStarlette:
         max_age: int | None = _FOURTEEN_DAYS,
         path: str = "/",
         domain: str | None = None,
+        browser_session_limit: int = BROWSER_SESSION_LIMIT,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         try:
             import itsdangerous
         except ImportError:  # pragma: no cover - Starlette's sessions need it too
             raise MissingDependency("starlette-import", "itsdangerous") from None
+
+        class Signer(itsdangerous.TimestampSigner):
+            def get_timestamp(self) -> int:
+                return int(clock())
+
         self.cookie_name = session_cookie
         self.max_age = max_age
-        self._signer = itsdangerous.TimestampSigner(str(secret_key))
+        self.accepts_for = browser_session_limit if max_age is None else max_age
+        """How old a cookie may be (seconds since it was signed) to be imported."""
+        self._signer = Signer(str(secret_key))
         self._bad_signature = itsdangerous.BadSignature
         self._delete = _deleting(session_cookie, path, domain)
 
@@ -118,7 +167,7 @@ class FromStarlette:
     def token(self, value: str) -> str | None:
         """The cookie itself, if Starlette's signature on it holds and it is not too old."""
         try:
-            self._signer.unsign(value.encode("latin-1"), max_age=self.max_age)
+            self._signer.unsign(value.encode("latin-1"), max_age=self.accepts_for)
         except (self._bad_signature, UnicodeEncodeError):
             return None
         return f"starlette:{value}"
@@ -127,17 +176,19 @@ class FromStarlette:
         """The data Starlette's cookie carries (it stays in the browser until replaced)."""
         try:
             payload, signed_at = self._signer.unsign(
-                value.encode("latin-1"), max_age=self.max_age, return_timestamp=True
+                value.encode("latin-1"), max_age=self.accepts_for, return_timestamp=True
             )
             data = json.loads(base64.b64decode(payload))
         except (self._bad_signature, ValueError, binascii.Error, UnicodeEncodeError):
-            return None  # not Starlette's, tampered with, or expired
+            return None  # not Starlette's, tampered with, or too old
         if not isinstance(data, dict) or not data:
             return None
-        lifetime = self.max_age if self.max_age is not None else _FOURTEEN_DAYS
-        return Imported(
-            data=data, token=f"starlette:{value}", expires_at=signed_at.timestamp() + lifetime
-        )
+        # Accepted while its age is at most accepts_for whole seconds: one second more.
+        ends = signed_at.timestamp() + self.accepts_for + 1
+        return Imported(data=data, token=f"starlette:{value}", expires_at=ends)
+
+    async def release(self, value: str) -> None:
+        """Nothing to remove: Starlette's session lives in the cookie, which we replace."""
 
     def delete_cookie(self) -> str:
         """Removes Starlette's cookie (when its name is not ours)."""
@@ -146,8 +197,8 @@ class FromStarlette:
 
 class FromStarsessions:
     """Sessions of starsessions' ``RedisStore``: the cookie names a Redis key (``prefix`` +
-    id) holding the session as JSON. The old record is removed as it is imported (one
-    ``GETDEL``), so only one request can take it.
+    id) holding the session as JSON. The old record is read at import and deleted only
+    once the new session is stored.
 
     Args:
         client: a ``redis.asyncio.Redis`` reaching starsessions' server (left open).
@@ -179,21 +230,10 @@ class FromStarsessions:
         return f"starsessions:{value}" if _STARSESSIONS_ID.match(value) else None
 
     async def take(self, value: str) -> Imported | None:
-        """Remove the old record and return its data (``None`` if the store lacks it)."""
-        from .stores.redis import _import_redis
-
-        redis = _import_redis()
+        """The old record's data (``None`` if the store lacks it); the record stays."""
         if self.token(value) is None:
             return None
-        try:
-            raw = await self.client.getdel(self.prefix + value)
-        except (redis.exceptions.RedisError, OSError) as exc:
-            from .errors import SessionStoreError
-
-            raise SessionStoreError(
-                f"Reading the starsessions session to import failed ({type(exc).__name__}). "
-                "Check the Redis client given to FromStarsessions."
-            ) from exc
+        raw = await self._call("Reading", self.client.get(self.prefix + value))
         if raw is None:
             return None
         try:
@@ -212,49 +252,148 @@ class FromStarsessions:
             return None
         return Imported(data=data, token=f"starsessions:{value}", expires_at=expires_at)
 
+    async def release(self, value: str) -> None:
+        """Delete the old record (a missing one is fine)."""
+        if self.token(value) is not None:
+            await self._call("Deleting", self.client.delete(self.prefix + value))
+
+    @staticmethod
+    async def _call(verb: str, pending: Any) -> Any:
+        from .stores.redis import _import_redis
+
+        redis = _import_redis()
+        try:
+            return await pending
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise SessionStoreError(
+                f"{verb} the starsessions session to import failed ({type(exc).__name__}). "
+                "Check the Redis client given to FromStarsessions."
+            ) from exc
+
     def delete_cookie(self) -> str:
         """Removes starsessions' cookie (when its name is not ours)."""
         return self._delete
 
 
+@dataclass(slots=True)
+class OldCookie:
+    """The old library's cookie a request carried: the response removes it, and on the
+    cookie store releases the old data as our cookie goes out."""
+
+    importer: Importer
+    value: str
+    release_on_response: bool = False
+
+    @property
+    def cookie_name(self) -> str:
+        return self.importer.cookie_name
+
+    def delete_cookie(self) -> str:
+        return self.importer.delete_cookie()
+
+    async def response_starts(self) -> None:
+        """Called as a response below 500 starts (our cookie set, or the session flushed)."""
+        if self.release_on_response:
+            await self.importer.release(self.value)
+            self.release_on_response = False
+
+
+Found = tuple[str | None, StoredSession | None, OldCookie]
+"""(new key, its record, the old cookie); no key: a fresh session, the old cookie removed."""
+
+
 def derived_key(secret: bytes, purpose: str, token: str) -> str:
     """A session key derived from an old session's token: the same for every request
-    carrying it, unguessable without our secret."""
+    carrying it, unguessable without our secret, and marked as derived (see
+    :func:`is_derived`)."""
     digest = hmac.new(secret, f"{purpose}\x00{token}".encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    key = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    if key[0] == "-":
+        key = "_" + key[1:]  # a shell would take `show URL -...` for an option
+    return key + DERIVED_KEY_MARK
+
+
+def is_derived(session_key: str) -> bool:
+    """Whether ``session_key`` was derived from an old cookie (random keys never are)."""
+    return session_key[-1:] == DERIVED_KEY_MARK
 
 
 async def import_session(
     config: SessionConfig, headers: Iterable[tuple[bytes, bytes]]
-) -> tuple[str, StoredSession, Importer] | None:
+) -> Found | None:
     """Move the first valid old session the request carries into our store (at most once
-    per old session); return its new key, its record and the importer that found it."""
+    per old session); ``None`` if the request carries no old cookie to act on."""
     store = config.store
     secret = config.signer.derive(b"asgi_sessions.import")[0]
+    spent: Found | None = None
     for importer in config.importers:
         for value in cookie_values(headers, importer.cookie_name.encode()):
             token = importer.token(value)
             if token is None:
                 continue
+            imported = await importer.take(value)  # read only: released last
+            old = OldCookie(importer, value)
+            if imported is not None and _encoded(config, imported) is None:
+                continue  # its data cannot be stored: nothing to import
             if store.keeps_data_in_cookie:
-                imported = await importer.take(value)
-                if imported is not None:
-                    created = await _create(config, None, imported)
-                    if created is not None:
-                        return (*created, importer)
+                created = await _create(config, None, imported) if imported else None
+                if created is not None:  # the cookie store mints its key: never a collision
+                    old.release_on_response = True
+                    return (*created, old)
                 continue
-            key = derived_key(secret, "import", token)
-            imported = await importer.take(value)
-            if imported is not None and await _mark_imported(config, secret, imported):
-                created = await _create(config, key, imported)
-                if created is not None:
-                    return (*created, importer)
-            # Imported before: by a concurrent request (the same new session, then), or
-            # long ago and since logged out (then the key is gone and nothing comes back).
-            record = await store.load(key)
-            if record is not None:
-                return key, record, importer
-    return None
+            found = await _import_once(config, secret, token, imported, old)
+            if found is not None and found[0] is not None:
+                return found
+            spent = spent or found
+    return spent
+
+
+async def _import_once(
+    config: SessionConfig, secret: bytes, token: str, imported: Imported | None, old: OldCookie
+) -> Found | None:
+    """A server store: create K, mark the import, release the old data; or, imported
+    before, reach K inside the window. Any store failure leaves the old data in place."""
+    store = config.store
+    key = derived_key(secret, "import", token)
+    marker = derived_key(secret, "import-marker", token)
+    marked = await store.load(marker)
+    created_here = False
+    if marked is None:
+        if imported is None:
+            return None  # nothing vouches for it, and it was never imported
+        created = await _create(config, key, imported)
+        created_here = created is not None
+        record = created[1] if created is not None else await store.load(key)
+        if record is None:
+            return None, None, old  # K vanished at once: imported before, and ended
+        if await _mark(config, marker, imported, record.expires_at):
+            if record.updated_at >= record.created_at:
+                return None, None, old  # handed out and written once (marker expired)
+            # The marker was missing and K is untouched: nobody was ever handed K.
+            await old.importer.release(old.value)
+            return key, record, old
+        marked = await store.load(marker)  # marked meanwhile: by a concurrent request?
+        if marked is None:
+            return None, None, old
+    # Imported before: K is reachable only untouched, inside the window, and if it is the
+    # K the marker was written for (not one re-created after a logout).
+    record = await store.load(key)
+    now = store.clock()
+    if (
+        record is None
+        or record.updated_at >= record.created_at
+        or now - record.created_at >= IMPORT_WINDOW
+        or record.created_at > marked.created_at
+    ):
+        if created_here and record is not None and record.created_at > marked.created_at:
+            # Ours, made after a concurrent request's import had already ended its K (a
+            # cycle_key, a logout): this same rule keeps every other request from it, so
+            # nobody was handed it, and nobody may be.
+            await store.delete(key)
+        return None, None, old
+    if imported is not None:
+        await old.importer.release(old.value)  # completes an import whose release failed
+    return key, record, old
 
 
 def _write(
@@ -274,37 +413,50 @@ def _write(
     )
 
 
-async def _mark_imported(config: SessionConfig, secret: bytes, imported: Imported) -> bool:
-    """Record that this old session was imported, until it would have expired anyway;
-    ``False`` if it already was."""
-    marker = derived_key(secret, "import-marker", imported.token)
-    change = _write(config, {"_imported": "true"}, imported.expires_at)
+async def _mark(config: SessionConfig, marker: str, imported: Imported, k_ends: float) -> bool:
+    """Record that this old session was imported, for as long as its cookie would be
+    accepted, and never less long than K itself lives untouched; ``False`` if it already
+    was."""
+    ends = max(imported.expires_at, k_ends)
     try:
-        await config.store.save(marker, change)
+        await config.store.save(marker, _write(config, {"_imported": "true"}, ends))
     except KeyCollision:
         return False
     return True
 
 
-async def _create(
-    config: SessionConfig, key: str | None, imported: Imported
-) -> tuple[str, StoredSession] | None:
+def _encoded(config: SessionConfig, imported: Imported) -> dict[str, str] | None:
     dumps = config.serializer.dumps
     try:
-        data = {name: dumps(value) for name, value in imported.data.items()}
+        return {name: dumps(value) for name, value in imported.data.items()}
     except (TypeError, ValueError) as exc:
         logger.warning("An old session could not be imported: %s", exc)
         return None
-    now = config.store.clock()
-    change = _write(config, data, now + config.default_age, imported.data)
+
+
+async def _create(
+    config: SessionConfig, key: str | None, imported: Imported
+) -> tuple[str, StoredSession] | None:
+    """Store the imported data under ``key`` (the cookie store: a key minted from it);
+    ``None`` if ``key`` exists already."""
+    data = _encoded(config, imported) or {}
+    change = _write(config, data, 0.0, imported.data)
+    now = change.now
+    change.default_expires_at = now + config.default_age
+    if config.absolute_timeout is not None:
+        change.expires_cap = now + config.absolute_timeout
     if key is None:
         saved = await config.store.create(change)  # the cookie store: the data is the key
+        updated = now
     else:
+        change.now = updated = now - _UNTOUCHED  # see _UNTOUCHED
         try:
             saved = await config.store.save(key, change)
         except KeyCollision:
             return None  # created by a concurrent request: the caller loads it
-    record = StoredSession(data=data, expires_at=saved.expires_at, created_at=now, updated_at=now)
+    record = StoredSession(
+        data=data, expires_at=saved.expires_at, created_at=now, updated_at=updated
+    )
     if config.store.keeps_data_in_cookie:
         record.decoded = dict(imported.data)
     return saved.key, record
