@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-__all__ = ["encode_expiry", "ends_with_browser", "idle_seconds", "resolve_expires_at"]
+__all__ = [
+    "encode_expiry",
+    "ends_with_browser",
+    "idle_seconds",
+    "renewal_interval",
+    "resolve_expires_at",
+]
 
 _USAGE = "set_expiry() takes seconds, a timedelta, a datetime, 0 or None"
 
@@ -48,6 +54,19 @@ def idle_seconds(setting: str | None) -> int:
     if setting is not None and setting[0] == "s":
         return int(setting[2:])
     return 0
+
+
+def renewal_interval(setting: str | None, renew_interval: float, default_age: int) -> float:
+    """How long after its last write a rolling session is due for renewal.
+
+    ``renew_interval``, but never more than a tenth of the idle window that applies to
+    this session: ``n`` for ``set_expiry(n)``, else ``default_age`` (``max_age``). A
+    request that skips the renewal leaves the record, and the cookie, at least nine
+    tenths of that window to live, so a client that comes back within that never finds
+    its session expired. A fixed moment does not slide: its interval is the default one.
+    """
+    window = idle_seconds(setting) or default_age
+    return min(renew_interval, max(window, 0) / 10)
 
 
 def resolve_expires_at(

@@ -9,6 +9,7 @@ changes. Each function returns what the real call returns (the harness compares)
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from tests.model import ops as o
@@ -16,6 +17,52 @@ from tests.model.records import Held, encode_setting
 
 
 def apply(held: Held, op: o.Op) -> Any:
+    if isinstance(op, o.Later):
+        return change_in_place(held.refs, op)
+    result = _apply(held, op)
+    remember(held.refs, op, held.local.get)
+    return result
+
+
+# -- what the view holds (issue 22: containers kept across an explicit save) -------------
+
+
+def _named_keys(op: o.Op) -> tuple[str, ...]:
+    """The keys whose value the view holds after ``op`` (got or assigned)."""
+    if isinstance(op, o.Get | o.Nested | o.SetDefault | o.Set):
+        return (op.key,)
+    if isinstance(op, o.Update):
+        return tuple(key for key, _ in op.items)
+    return ()
+
+
+def remember(refs: dict[str, Any], op: o.Op, lookup: Callable[[str], Any]) -> None:
+    """After ``op``: the list or dict the view now holds under each key it named.
+
+    The same rule for the model (``lookup`` reads its view) and the harness (the real
+    session's ``dict.get``): the object itself, so that later removals detach it alike.
+    """
+    for key in _named_keys(op):
+        value = lookup(key)
+        if isinstance(value, list | dict):
+            refs[key] = value
+        else:
+            refs.pop(key, None)
+
+
+def change_in_place(refs: dict[str, Any], op: o.Later) -> str:
+    """``Later``: change the held container without reading the session again."""
+    value = refs.get(op.key)
+    if isinstance(value, list):
+        value.append(op.item)
+        return "list"
+    if isinstance(value, dict):
+        value["n"] = op.item
+        return "dict"
+    return "none held"
+
+
+def _apply(held: Held, op: o.Op) -> Any:
     local = held.local
     if isinstance(op, o.Get):
         held.handout(op.key)
