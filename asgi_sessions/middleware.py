@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import HTTPConnection
 
-from .cookies import BROWSER_COOKIE_LIMIT, CookieSettings, SameSite, Signer, VerifiedCookies
+from .cookies import (
+    BROWSER_COOKIE_LIMIT,
+    CookieSettings,
+    SameSite,
+    Signer,
+    VerifiedCookies,
+    cookie_values,
+)
 from .errors import ImproperlyConfigured, SessionInterrupted, SessionStoreError, SessionTooLarge
 from .serializers import JSONSerializer, Serializer
 from .session import DEFAULT_MAX_AGE, Session, SessionConfig
@@ -29,6 +36,7 @@ logger = logging.getLogger("asgi_sessions")
 
 _INTERRUPTED_TEXT = SessionInterrupted().args[0].encode()
 _UNAVAILABLE_TEXT = b"The session store is unavailable. Please try again shortly."
+_SERVER_ERROR_TEXT = b"Internal Server Error"
 
 
 async def _send_plain(send: Send, status: int, body: bytes, *extra: tuple[bytes, bytes]) -> None:
@@ -71,8 +79,11 @@ class SessionMiddleware:
         absolute_timeout: seconds after creation at which a session ends, however often
             it is renewed (``None`` for no cap).
         renew_interval: with ``save_every_request``, renew a session at most once per this
-            many seconds (at most a tenth of ``max_age``), so rolling expiry does not
-            cost a write per request.
+            many seconds, so rolling expiry does not cost a write per request; never more
+            than a tenth of the session's own idle window (``set_expiry(n)``, else
+            ``max_age``), so a client that comes back within nine tenths of that window
+            is never signed out by expiry. A concurrent request sees the renewal only
+            once it loads after it.
         rotate_on_owner_change: give the session a new key whenever ``session.owner``
             changes (login, logout, switching user), as ``cycle_key()`` does.
         detect_nested_changes: find lists and dicts changed in place (the view read them
@@ -117,6 +128,15 @@ class SessionMiddleware:
             raise ImproperlyConfigured(
                 f"renew_interval must be 0 or more seconds, not {renew_interval!r}."
             )
+        if max_age is not None and max_age <= 0:
+            # Not refused: Starlette accepts it (its own tests use max_age=-1 and 0, and the
+            # drop-in promise keeps them passing). But nothing persists, so say so loudly.
+            logger.warning(
+                "SessionMiddleware(max_age=%r): every session cookie is sent already "
+                "expired, so no session persists. For a cookie that ends when the browser "
+                "closes, use max_age=None.",
+                max_age,
+            )
         self._owns_store = store is None
         if store is None:
             store = _default_store()
@@ -130,7 +150,6 @@ class SessionMiddleware:
         self.autoload = autoload
         self._autoload_paths = _path_prefixes(autoload)
         self._retry_after = str(int(retry_after)).encode()
-        default_age = DEFAULT_MAX_AGE if max_age is None else max_age
         self.config = SessionConfig(
             store=store,
             signer=Signer(secrets, salt="asgi_sessions.cookie"),
@@ -151,7 +170,8 @@ class SessionMiddleware:
             verified=VerifiedCookies(1_000 if store.keeps_data_in_cookie else 10_000),
             rotate_on_owner_change=rotate_on_owner_change,
             detect_nested_changes=detect_nested_changes,
-            renew_interval=min(renew_interval, max(default_age, 0) / 10),
+            # Each session caps it at a tenth of its own idle window (expiry.renewal_interval).
+            renew_interval=renew_interval,
             importers=_importers(import_from),
         )
         store.bind(self.config.signer)
@@ -223,6 +243,12 @@ class SessionMiddleware:
 
     async def _answer_failure(self, send: Send, session: Session, exc: Exception) -> None:
         """Answer a session failure that happened before the response started."""
+        if not isinstance(exc, SessionInterrupted) and self.config.store._closed:
+            # A store used after aclose() is a programming error, not an outage: a 500
+            # without Retry-After (trying again cannot help), and the reason in the log.
+            logger.error("Session store is closed (a programming error): %s", exc)
+            await _send_plain(send, 500, _SERVER_ERROR_TEXT)
+            return
         self._log_failure(session, exc)
         if isinstance(exc, SessionInterrupted):
             # Delete wins over a concurrent save (a logout elsewhere): answer 400, as
@@ -230,8 +256,14 @@ class SessionMiddleware:
             await _send_plain(send, 400, _INTERRUPTED_TEXT)
         else:
             # The store is down: a 503 the client may retry, and no cookie change, so the
-            # user keeps their session for when the store is back.
-            await _send_plain(send, 503, _UNAVAILABLE_TEXT, (b"retry-after", self._retry_after))
+            # user keeps their session for when the store is back. Unless a create or a
+            # rotation may have happened anyway (OutcomeUnknown): then the cookie that
+            # works either way, so that nobody is left holding a dead key.
+            extra = [(b"retry-after", self._retry_after)]
+            cookie = session._outcome_cookie()
+            if cookie is not None:
+                extra += [(b"set-cookie", cookie.encode("latin-1")), (b"cache-control", b"private")]
+            await _send_plain(send, 503, _UNAVAILABLE_TEXT, *extra)
 
     @staticmethod
     def _log_failure(session: Session, exc: Exception) -> None:
@@ -247,6 +279,10 @@ class SessionMiddleware:
             if not (self.save_every_request and session._client_key() is not None):
                 return message
             await session.load()  # rolling expiry: renew a session nobody touched
+        if session._unknown is not None:
+            # A write may or may not have happened and the app answered anyway (it caught
+            # the error): the 503 carries the cookie that works either way.
+            raise session._unknown[0]
         headers = list(message.get("headers") or ())
         message = {**message, "headers": headers}
         if message["status"] >= 500:
@@ -262,12 +298,22 @@ class SessionMiddleware:
             or session._handed_all
             or session._stale_cookie
             or self.save_every_request
+            or session._imported_from is not None
+            or session._retiring()
         ):
             outcome = await session._finish(self.save_every_request)
         else:
             outcome = None  # read-only: nothing to save, no cookie to send
+        # An old library's cookie under another name that imported nothing (refused, too
+        # old, or we had a session already): remove it, or it stays in the browser.
+        refused = _refused_old_cookies(self.config, session)
         if outcome is None:
-            if session.accessed:
+            if refused:
+                private = _vary_on_cookie(headers)
+                headers += refused
+                if private:
+                    headers.append((b"cache-control", b"private"))
+            elif session.accessed:
                 _vary_on_cookie(headers)
             return message
         if outcome is True:
@@ -284,10 +330,13 @@ class SessionMiddleware:
         # private, unless the app chose its own.
         private = _vary_on_cookie(headers)
         headers.append((b"set-cookie", cookie.encode("latin-1")))
+        headers += refused
         importer = session._imported_from
-        if importer is not None and importer.cookie_name != self.config.cookie.name:
-            # The old cookie has another name, so ours does not replace it: remove it.
-            headers.append((b"set-cookie", importer.delete_cookie().encode("latin-1")))
+        if importer is not None:
+            await importer.response_starts()  # the cookie store: the old data goes now
+            if importer.cookie_name != self.config.cookie.name:
+                # The old cookie has another name, so ours does not replace it: remove it.
+                headers.append((b"set-cookie", importer.delete_cookie().encode("latin-1")))
         if private:
             headers.append((b"cache-control", b"private"))
         return message
@@ -328,6 +377,18 @@ def _importers(import_from: Sequence[Importer]) -> tuple[Importer, ...]:
                 f"FromStarsessions(redis_client), not {importer!r}."
             )
     return importers
+
+
+def _refused_old_cookies(config: SessionConfig, session: Session) -> list[tuple[bytes, bytes]]:
+    """``Set-Cookie`` headers removing old cookies (named unlike ours) that imported nothing."""
+    if not config.importers or not session._loaded or session._imported_from is not None:
+        return []
+    names = {i.cookie_name: i for i in config.importers if i.cookie_name != config.cookie.name}
+    return [
+        (b"set-cookie", importer.delete_cookie().encode("latin-1"))
+        for name, importer in names.items()
+        if cookie_values(session._headers, name.encode())
+    ]
 
 
 def _default_store() -> Store:

@@ -9,16 +9,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
-from .cookies import CookieSettings, Signer, VerifiedCookies, cookie_values
+from .cookies import (
+    CookieSettings,
+    Signer,
+    VerifiedCookies,
+    cookie_values,
+    pending_pair,
+    split_pending,
+)
 from .django_async import DjangoAsyncAPI
-from .errors import SessionInterrupted, SessionStoreError
-from .expiry import encode_expiry, ends_with_browser, resolve_expires_at
+from .errors import OutcomeUnknown, SessionInterrupted, SessionStoreError
+from .expiry import encode_expiry, ends_with_browser, renewal_interval, resolve_expires_at
 from .serializers import Serializer
 from .stores.base import Saved, SessionWrite, Store, StoredSession, hash_key, public_id_for
 from .tracking import TrackedDict
 
 if TYPE_CHECKING:
-    from .importers import Importer
+    from .importers import Importer, OldCookie
 
 __all__ = ["DEFAULT_MAX_AGE", "Session", "SessionConfig"]
 
@@ -47,6 +54,7 @@ class SessionConfig:
     rotate_on_owner_change: bool = True
     detect_nested_changes: bool = True
     renew_interval: float = 0
+    """The option as given; each session caps it (:func:`.expiry.renewal_interval`)."""
     importers: tuple[Importer, ...] = ()
     """Other libraries' sessions to take over (see :mod:`asgi_sessions.importers`)."""
 
@@ -87,6 +95,7 @@ class Session(DjangoAsyncAPI, TrackedDict):
         "_owner_changed",
         "_rotated",
         "_stale_cookie",
+        "_unknown",
         "_updated_at",
         "_written",
     )
@@ -104,6 +113,8 @@ class Session(DjangoAsyncAPI, TrackedDict):
         self._loading: asyncio.Future[None] | object | None = None
         self._cookie_key: str | object | None = _MISSING
         self._key: str | None = None
+        # A write whose outcome is unknown, and the key the session had before it.
+        self._unknown: tuple[OutcomeUnknown, str | None] | None = None
         # The rest of the state is set by _start_tracking(), once the session is loaded.
 
     def _start_tracking(self) -> None:
@@ -118,7 +129,7 @@ class Session(DjangoAsyncAPI, TrackedDict):
         self._owner: str | None = None
         self._owner_changed = False
         self._expiry_changed = False
-        self._imported_from: Importer | None = None
+        self._imported_from: OldCookie | None = None
 
     # -- loading -----------------------------------------------------------------------
 
@@ -141,7 +152,13 @@ class Session(DjangoAsyncAPI, TrackedDict):
         self._start_tracking()
         try:
             key = self._client_key()
-            record = await self._config.store.load(key) if key is not None else None
+            record = None
+            if key is not None:
+                new_key, old_key = split_pending(key)
+                if old_key is None:
+                    record = await self._config.store.load(key)
+                else:
+                    key, record = await self._resolve_pending(new_key, old_key)
             if record is not None:
                 self._adopt(key, record)  # type: ignore[arg-type]
             elif self._config.importers:
@@ -159,16 +176,36 @@ class Session(DjangoAsyncAPI, TrackedDict):
             waiting.set_result(None)
         return self
 
+    async def _resolve_pending(
+        self, new_key: str, old_key: str
+    ) -> tuple[str, StoredSession | None]:
+        """A pending-rotation cookie (``new~old``): the new key's record, else the old one's.
+
+        The pair lives for one round trip: the response replaces it with a plain cookie for
+        the key found, or deletes it if neither exists. Safe against fixation: if the move
+        happened the old key is dead (a move kills it), and if it did not, the old record
+        is still the pre-rotation session (the owner change was part of the move).
+        """
+        store = self._config.store
+        record = await store.load(new_key)
+        key = new_key
+        if record is None:
+            key, record = old_key, await store.load(old_key)
+        self._written = record is not None  # the response sets a plain cookie
+        self._dropped = record is None  # the response deletes the pair
+        return key, record
+
     async def _import(self) -> None:
         """Take over the old library's session the request carries, if any."""
         from .importers import import_session
 
         found = await import_session(self._config, self._headers)
         if found is not None:
-            key, record, importer = found
-            self._adopt(key, record)
-            self._written = True  # the response sets our cookie
-            self._imported_from = importer
+            key, record, old = found
+            self._imported_from = old  # the response removes the old cookie
+            if key is not None and record is not None:
+                self._adopt(key, record)
+                self._written = True  # the response sets our cookie
 
     def _client_key(self) -> str | None:
         """The session key from the request's cookie, if its signature verifies."""
@@ -185,7 +222,17 @@ class Session(DjangoAsyncAPI, TrackedDict):
                 if key is not None:
                     self._cookie_value = value
                     break
-            if values and key is None:
+            # An old library's cookie under our name is not a bad signature: an importer
+            # takes it over (or refuses it) without alarming the log.
+            if (
+                values
+                and key is None
+                and not any(
+                    importer.cookie_name == config.cookie.name and importer.token(value) is not None
+                    for importer in config.importers
+                    for value in values
+                )
+            ):
                 logger.warning("Session cookie with a bad signature ignored; fresh session.")
             self._cookie_key = key
         return self._cookie_key  # type: ignore[return-value]
@@ -279,6 +326,18 @@ class Session(DjangoAsyncAPI, TrackedDict):
         self._require_loaded("setting the owner")
         if user_id is not None and not isinstance(user_id, str):
             raise TypeError(f"owner must be a str user id, not {type(user_id).__name__}.")
+        # Refused here, on every store alike, rather than by a store at save time:
+        # PostgreSQL's text cannot hold U+0000, and no store can encode a lone surrogate.
+        if user_id is not None and "\x00" in user_id:
+            raise TypeError(
+                f"The owner {user_id!r} cannot be stored: it contains a NUL character. "
+                "Use an id without one."
+            )
+        if user_id is not None and not user_id.isascii():
+            try:
+                user_id.encode()
+            except UnicodeEncodeError as exc:
+                raise TypeError(f"The owner {user_id!r} cannot be stored: {exc}.") from exc
         if user_id != self._owner:
             self._owner = user_id
             self._owner_changed = True
@@ -379,12 +438,21 @@ class Session(DjangoAsyncAPI, TrackedDict):
 
     async def _persist(self, *, rotate: bool = False, nested: dict[str, str] | None = None) -> None:
         """Write the pending changes: create, merge, or merge and move to a new key."""
+        if self._unknown is not None:
+            # An earlier write of this request may or may not have happened: writing on
+            # from a state nobody knows could undo it. The 503 sends the cookie that works
+            # either way, and the client's retry starts from what the store holds.
+            raise self._unknown[0]
         store = self._config.store
         now = store.clock()
         change = self._change(now, self._nested() if nested is None else nested)
         key = self._key
         if key is None:
-            saved = await store.create(change)
+            try:
+                saved = await store.create(change)
+            except OutcomeUnknown as exc:
+                self._unknown = (exc, None)
+                raise
         elif store.keeps_data_in_cookie and now >= self._expires_at:  # type: ignore[operator]
             # The cookie is the record and nobody else renews it: past its end it is gone.
             self._drop()
@@ -399,6 +467,10 @@ class Session(DjangoAsyncAPI, TrackedDict):
                     self._rotated = True
                 else:
                     saved = await store.save(key, change)
+            except OutcomeUnknown as exc:
+                # Maybe moved to exc.attempted_key (the old key then dead), maybe not.
+                self._unknown = (exc, key)
+                raise
             except SessionInterrupted:
                 if self._expires_at is not None and now >= self._expires_at:
                     # It merely expired meanwhile: not a logout, and its stale data must
@@ -412,8 +484,9 @@ class Session(DjangoAsyncAPI, TrackedDict):
         self._changed.clear()
         self._replace = self._all_dirty = False
         self._owner_changed = self._expiry_changed = False
-        self._handed.clear()
-        self._handed_all = False
+        # The lists and dicts the view was handed stay watched (it still holds them), now
+        # against what this save wrote: `cart = s["cart"]; await s.save()` then
+        # `cart.append(...)` is saved by the next save or the response.
         if not saved.alive:
             # Nothing was left after the merge: the store deleted the record.
             self._drop()
@@ -478,12 +551,46 @@ class Session(DjangoAsyncAPI, TrackedDict):
             self._start_tracking()
         self._drop()
         self._loaded = self.accessed = self._modified = True
-        if key is not None:
-            await self._config.store.delete(key)
+        # Every key the client may hold: both of a pending pair, and the key a write of
+        # this request may have created (else it would outlive the logout, unreachable).
+        keys = [] if key is None else [k for k in split_pending(key) if k is not None]
+        if self._unknown is not None:
+            keys.append(self._unknown[0].attempted_key)
+        for doomed in keys:
+            await self._config.store.delete(doomed)
+        self._unknown = None
+
+    def _retiring(self) -> bool:
+        """Loaded through our cookie naming a key derived from an old cookie: that key
+        serves one request only (a copy of the old cookie may have reached it)."""
+        if not self._config.importers or self._rotated:
+            return False
+        from .importers import is_derived
+
+        key = self._key
+        return key is not None and key == self._cookie_key and is_derived(key)
+
+    async def _retire(self, nested: dict[str, str] | None) -> None:
+        """Move the session to a random key, with this request's changes, as
+        ``cycle_key()`` does."""
+        nested = self._nested() if nested is None else nested
+        pending = self._pending() or bool(nested)
+        try:
+            await self._persist(rotate=True, nested=nested)
+        except SessionInterrupted:
+            if pending:
+                raise
+            # A concurrent request moved it first: its response carries the new key.
 
     def _renewal_due(self, now: float) -> bool:
         updated = self._updated_at
-        return updated is None or now - updated >= self._config.renew_interval
+        if updated is None:
+            return True
+        config = self._config
+        # Throttled by this session's own idle window too, not only max_age's: a 60 s
+        # interval let set_expiry(30) sign out a client that came back every 20 s.
+        interval = renewal_interval(self._expiry, config.renew_interval, config.default_age)
+        return now - updated >= interval
 
     async def _finish(self, renew: bool) -> str | bool | None:
         """Save at the end of a request.
@@ -496,10 +603,17 @@ class Session(DjangoAsyncAPI, TrackedDict):
                 await self._persist()
         else:
             nested = self._nested() if self._config.detect_nested_changes else None
-            if (
+            if self._retiring():
+                await self._retire(nested)
+            elif (
                 (self._modified and self._pending())
                 or nested
-                or (renew and self._renewal_due(self._config.store.clock()))
+                # An import just wrote the record: nothing to renew.
+                or (
+                    renew
+                    and self._imported_from is None
+                    and self._renewal_due(self._config.store.clock())
+                )
             ):
                 await self._persist(nested=nested)
         if self._written and self._key is not None:
@@ -508,12 +622,34 @@ class Session(DjangoAsyncAPI, TrackedDict):
             # A stored record that nothing changed (``update({})`` sets ``modified`` too)
             # keeps its cookie: only a session that ended, or never got a key, drops it.
             return True
+        if self._imported_from is not None and self._key is None:
+            return True  # an old cookie that imported nothing (any more): remove it
         if self._stale_cookie and self._key is not None:
             # The cookie names a live record but only an old secret verifies it: the same
             # key, signed with the current secret, so the old one can be retired.
             self._key = self._config.store.reissue_key(self._key)
             return self._set_cookie()
         return None
+
+    def _outcome_cookie(self) -> str | None:
+        """The ``Set-Cookie`` for a failed response when a write's outcome is unknown.
+
+        A create's attempted key (an unknown key loads as a fresh session; a stored one is
+        the user's), or a rotation's pending pair "new, else old" (see
+        :meth:`_resolve_pending`); ``None`` when no write of unknown outcome happened.
+        """
+        if self._unknown is None:
+            return None
+        exc, old_key = self._unknown
+        config = self._config
+        key = exc.attempted_key if old_key is None else pending_pair(exc.attempted_key, old_key)
+        value = config.store.encode_cookie(key, config.signer)
+        if ends_with_browser(self._expiry, config.max_age):
+            return config.cookie.set_header(value, None)
+        now = config.store.clock()
+        # Long enough for whichever record exists: a cookie that outlives it is harmless.
+        ends = max(self._would_expire_at(now), self._expires_at or now)
+        return config.cookie.set_header(value, max(1, round(ends - now)))
 
     def _set_cookie(self) -> str:
         config = self._config

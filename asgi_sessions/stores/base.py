@@ -26,18 +26,19 @@ import functools
 import hashlib
 import secrets
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, Self
 
 from ..cookies import Signer
-from ..errors import KeyCollision, SessionStoreError, StoreCapabilityError
+from ..errors import KeyCollision, OutcomeUnknown, SessionStoreError, StoreCapabilityError
 from ..serializers import JSONSerializer, Serializer
 
 __all__ = [
+    "IMPORT_MARKER_KEY",
     "Clock",
     "OwnedSession",
     "Saved",
@@ -47,13 +48,17 @@ __all__ = [
     "StoreStats",
     "StoredSession",
     "WriteOutcome",
+    "attempting",
     "hash_key",
+    "is_import_marker",
     "merged_data",
     "public_id_for",
 ]
 
-# A key (43 characters) plus its signature (43) and the dot; anything longer is not ours.
-_MAX_KEY_COOKIE = 128
+# A key (43 characters, 47 with a cluster's slot tag) plus its signature (43) and the dot;
+# a pending-rotation cookie carries two keys and a "~" (47 + 1 + 47 + 1 + 43 = 139).
+# Anything longer is not ours.
+_MAX_KEY_COOKIE = 160
 # 32 bytes from secrets: 256 bits, well past OWASP's 64 and ASVS 5's 128.
 _KEY_BYTES = 32
 # A collision of 256-bit keys never happens by chance; a few attempts cover a store that
@@ -69,6 +74,23 @@ Clock = Callable[[], float]
 def hash_key(session_key: str) -> str:
     """The id a server store keeps for ``session_key``: its SHA-256, in hex."""
     return hashlib.sha256(session_key.encode()).hexdigest()
+
+
+@contextmanager
+def attempting(session_key: str) -> Iterator[None]:
+    """Inside it, a store error means "maybe applied under ``session_key``".
+
+    Wraps the write of a create or a rotation under a key just minted: any
+    ``SessionStoreError`` (a lost reply, a timeout, ``WAIT`` failing after the write, a
+    connection dropped after ``COMMIT``) is re-raised as :class:`OutcomeUnknown` carrying
+    that key, so the response can give the client a cookie that works either way.
+    """
+    try:
+        yield
+    except OutcomeUnknown:
+        raise
+    except SessionStoreError as exc:
+        raise OutcomeUnknown(*exc.args, attempted_key=session_key) from exc
 
 
 def public_id_for(store_id: str) -> str:
@@ -219,6 +241,19 @@ class StoreStats:
     """What the store takes up: the database files, or the memory its records use."""
     size_where: Literal["disk", "memory"]
     """Whether ``size_bytes`` is on disk or in memory."""
+    markers: int = 0
+    """Live import markers: records an importer keeps so that an old library's cookie
+    imports once (see :mod:`asgi_sessions.importers`). Not sessions, so not in
+    ``sessions``; stores that cannot tell them apart cheaply report 0."""
+
+
+#: The one key of an import marker's data (asgi_sessions.importers writes it).
+IMPORT_MARKER_KEY = "_imported"
+
+
+def is_import_marker(data: Mapping[str, object]) -> bool:
+    """Whether a stored record's data is an importer's marker, not a session."""
+    return len(data) == 1 and IMPORT_MARKER_KEY in data
 
 
 Progress = Callable[[int], None]
@@ -337,12 +372,16 @@ class Store:
         return await self.read(hash_key(session_key))
 
     async def create(self, change: SessionWrite) -> Saved:
-        """Store a new session under a key minted here; return that key and the outcome."""
+        """Store a new session under a key minted here; return that key and the outcome.
+
+        A store error raises :class:`OutcomeUnknown` with the key tried (maybe applied).
+        """
         self._require_open()
         for attempt in range(_CREATE_ATTEMPTS):
             key = self.new_key(change.owner)
             try:
-                outcome = await self.write(hash_key(key), change)
+                with attempting(key):
+                    outcome = await self.write(hash_key(key), change)
             except KeyCollision:
                 if attempt == _CREATE_ATTEMPTS - 1:
                     raise
@@ -358,12 +397,17 @@ class Store:
         return Saved(session_key, outcome.alive, outcome.expires_at, outcome.expiry)
 
     async def rotate(self, session_key: str, change: SessionWrite) -> Saved:
-        """Merge ``change``, then move the session to a new key; the old one is dead at once."""
+        """Merge ``change``, then move the session to a new key; the old one is dead at once.
+
+        A store error raises :class:`OutcomeUnknown` with the new key tried: the move may
+        have happened (then the old key is dead) or not (then nothing changed).
+        """
         self._require_open()
         for attempt in range(_CREATE_ATTEMPTS):
             key = self.new_key(change.owner)
             try:
-                outcome = await self.move(hash_key(session_key), hash_key(key), change)
+                with attempting(key):
+                    outcome = await self.move(hash_key(session_key), hash_key(key), change)
             except KeyCollision:
                 if attempt == _CREATE_ATTEMPTS - 1:
                     raise

@@ -9,9 +9,11 @@ store's own integrity audit.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import pickle
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +22,7 @@ import orjson
 from asgi_sessions import SessionMiddleware, Store
 from asgi_sessions.stores.base import hash_key, public_id_for
 from tests.clock import FakeClock
+from tests.model import faults, imports, view_ops
 from tests.model import ops as o
 from tests.model import program as p
 from tests.model.checks import listing_rows, store_problems
@@ -43,19 +46,30 @@ class Runner(Parked):
         self.harness = harness
         self.spec = spec
         self.model = RequestModel(number, spec)
+        self.refs: dict[str, Any] = {}
+        """The lists and dicts the view holds, by key (view_ops.remember)."""
 
     async def gate(self, label: str, *, moves_clock: bool = False) -> None:
         await self.harness.scheduler.gate(self, label, moves_clock=moves_clock)
 
-    def store_call(self, method: str) -> None:
-        self.harness.model.store_call(self.model, method)
+    def store_call(self, method: str) -> str | None:
+        model = self.harness.model
+        fault = self.harness.injector.decide(self, method, model.steps_on(self.model, method))
+        model.store_call(self.model, method, fault)
+        imp = self.model.imp
+        if imp is not None and imp.fail_now:  # a store failure during an import
+            imp.fail_now = False
+            return "before"
+        return fault
 
-    async def run(self) -> None:
+    async def _run(self) -> None:
         current_request.set(self)
         await self.gate("start")
         harness = self.harness
         harness.model.start_request(self.model)
         cookie = harness.jars[self.spec.client]
+        if self.spec.old is not None and harness.olds:
+            cookie = harness.olds[self.spec.old].value  # a kept copy of an old cookie
         headers = [] if cookie is None else [(b"cookie", f"session={cookie}".encode())]
         scope = {
             "type": "http",
@@ -84,6 +98,18 @@ class Runner(Parked):
         except Exception as exc:
             harness.model.crashed(self.model, exc)
 
+    async def run(self) -> None:
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A bug in the harness or the model (not the middleware: _run catches that)
+            # must fail the program, never vanish with the cancelled task.
+            self.harness.model.diverge(
+                self.model, f"the harness itself failed: {type(exc).__name__}: {exc}"
+            )
+
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         model, session = self.harness.model, scope["session"]
         if self.spec.touch:
@@ -92,7 +118,11 @@ class Runner(Parked):
                 await self.gate(f"op {index} `{op}`", moves_clock=isinstance(op, o.Tick))
                 model.begin_op(self.model, op)
                 try:
-                    result = await self.harness.execute(op, session)
+                    if isinstance(op, o.Later):
+                        result = view_ops.change_in_place(self.refs, op)
+                    else:
+                        result = await self.harness.execute(op, session)
+                        view_ops.remember(self.refs, op, lambda key: dict.get(session, key))
                 except Exception as exc:
                     model.end_op(self.model, None, None, exc)
                     raise
@@ -127,6 +157,9 @@ class Harness:
         self.program = program
         self.cookie_store = store.keeps_data_in_cookie
         options = program.options.middleware_kwargs(accepted)
+        self.olds: list[imports.OldState] = []
+        if program.olds:
+            options["import_from"], self.olds = imports.setup(self, tag)
         self.middleware = SessionMiddleware(_dispatch, secret_key=SECRET, store=store, **options)
         self.owner_names = [f"{tag}u{slot}" for slot in range(p.OWNER_SLOTS)]
         self.model = Model(
@@ -140,8 +173,15 @@ class Harness:
             owner_slots=bool(getattr(getattr(store, "layout", None), "cluster", False)),
         )
         self.jars: list[str | None] = [None] * program.clients
+        if self.olds:
+            self.model.imports = imports.Imports(self.model, self.olds)
+            for state in self.olds:
+                for client in state.spec.holders:
+                    self.jars[client] = state.value
+                    self.model.jars[client] = -(state.index + 1)
         self.shared_headers = [(b"content-type", b"text/plain")]
         self.scheduler = Scheduler()
+        self.injector = faults.Injector()
 
     # -- running -------------------------------------------------------------------------
 
@@ -150,6 +190,7 @@ class Harness:
         for round_ in self.program.rounds:
             self.clock.advance(round_.pause)
             self.model.advance(round_.pause)
+            self.injector.start_round(round_.outage)
             runners = []
             for spec in round_.requests:
                 number += 1
@@ -161,9 +202,34 @@ class Harness:
             )
             if self.model.divergences:
                 return
+            number = await self._retry(runners, number)
+            if self.model.divergences:
+                return
             await self.check_store()
             if self.model.divergences:
                 return
+
+    async def _retry(self, runners: list[Runner], number: int) -> int:
+        """A client whose request a store fault answered with 503 sends it again at once
+        (same ops, no fault): the retry converges (faults.py)."""
+        self.injector.start_round(None)
+        for failed in runners:
+            if failed.model.fault is None:
+                continue
+            number += 1
+            retry = Runner(self, number, replace(failed.spec, fault=None, delays=()))
+            self.model.note(f"R{number} retries R{failed.number}", "retry")
+            await self.scheduler.run(
+                [(retry, retry.run)],
+                one_at_a_time_per_client=self.cookie_store,
+                stop=lambda: bool(self.model.divergences),
+            )
+            seen = getattr(retry, "seen", None)
+            if seen is not None and seen.status == 200 and retry.model.loaded:
+                self.model.retried.add(failed.spec.client)
+            if self.model.divergences:
+                break
+        return number
 
     async def execute(self, op: o.Op, session: Any) -> Any:
         """Do ``op`` on the real session (or store); return what the model predicts."""
@@ -271,7 +337,7 @@ class Harness:
     # -- responses -----------------------------------------------------------------------
 
     def responded(self, runner: Runner, message: dict[str, Any]) -> None:
-        seen = self._observe(message)
+        seen = runner.seen = self._observe(message)
         self.model.response(runner.model, seen)
         client = runner.spec.client
         if seen.cookie == "set":
@@ -308,6 +374,14 @@ class Harness:
     async def check_store(self) -> None:
         for problem in await store_problems(self.store, self.model):
             self.model.diverge(None, problem)
+        if self.olds:
+            for problem in self.model.imports.problems(self.starsessions):
+                self.model.diverge(None, problem)
+        # A client still holding an old library's cookie holds none of ours (imports.py).
+        olds = {state.value for state in self.olds}
+        jars = [None if cookie in olds else cookie for cookie in self.jars]
+        for problem in await faults.problems(self.store, self.model, jars, self._key_of):
+            self.model.diverge(None, f"after a fault: {problem}")
 
 
 def _snapshot(kind: str, session: Any) -> dict[str, Any]:

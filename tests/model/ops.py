@@ -212,3 +212,16 @@ class Tick(Op):
 
     def __str__(self) -> str:
         return f"clock += {self.seconds}s"
+
+
+@dataclass(frozen=True)
+class Later(Op):
+    """Change in place the list or dict the view last got or assigned under ``key`` (kept
+    from an earlier op, not read again): append ``item``, or set its "n" (issue 22: a
+    container held across ``await session.save()``)."""
+
+    key: str
+    item: int
+
+    def __str__(self) -> str:
+        return f"held {self.key} <- {self.item} (no new read)"

@@ -19,6 +19,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from tests.model import imports
 from tests.model.ops import (
     BAD_VALUES,
     BadSet,
@@ -27,6 +28,7 @@ from tests.model.ops import (
     Del,
     Flush,
     Get,
+    Later,
     ListSessions,
     Nested,
     Op,
@@ -52,6 +54,9 @@ LONG_PAUSE = 14 * 24 * 3600 + 1  # past the record lifetime used when max_age=No
 # ahead), at most one per request, so a write never lands on an instant already past.
 TICKS = (1, 30, 61, 601)
 PAUSES = (0, 31, 61, 601, 3601, LONG_PAUSE)
+# Rolling rounds (issue 22): one client comes back after less than its idle window (20,
+# 30, 60 or 90 s and longer), several times in a row, so throttled renewals are tested.
+ROLL_PAUSES = (5, 15, 17, 25, 50, 80)
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,11 @@ class Request:
     status: int
     delays: tuple[tuple[int, int], ...] = ()
     """(gate number, steps to let pass there); gates count from 1 in the order reached."""
+    fault: tuple[int, str] | None = None
+    """(n, kind): its n-th store call after its load fails, "before" or "after" applying
+    (faults.py)."""
+    old: int | None = None
+    """Sends old cookie ``n`` of the program instead of its jar (a kept copy: imports.py)."""
 
     def delay_at(self, gate: int) -> int:
         return sum(steps for number, steps in self.delays if number == gate)
@@ -72,6 +82,8 @@ class Request:
 class Round:
     pause: int
     requests: tuple[Request, ...]
+    outage: int | None = None
+    """The round's n-th store call, whoever makes it, fails before applying (faults.py)."""
 
 
 @dataclass(frozen=True)
@@ -106,12 +118,16 @@ class Program:
     options: Options
     clients: int
     rounds: tuple[Round, ...]
+    olds: tuple[Any, ...] = ()
+    """Old libraries' sessions some clients start with (imports.py)."""
 
     def describe(self) -> str:
         lines = [f"options: {self.options}", f"clients: {self.clients}"]
+        lines += [f"old cookie o{index}: {old}" for index, old in enumerate(self.olds)]
         number = 0
         for index, round_ in enumerate(self.rounds, 1):
-            lines.append(f"round {index} (clock += {round_.pause}s first):")
+            outage = "" if round_.outage is None else f", store call {round_.outage} fails"
+            lines.append(f"round {index} (clock += {round_.pause}s first{outage}):")
             for request in round_.requests:
                 number += 1
                 ops = "; ".join(map(str, request.ops)) if request.ops else "(no ops)"
@@ -120,6 +136,10 @@ class Program:
                 status = "" if request.status == 200 else f"  -> answers {request.status}"
                 waits = ", ".join(f"gate {gate}: {steps}" for gate, steps in request.delays)
                 waits = f"  [lets steps pass at {waits}]" if waits else ""
+                if request.fault is not None:
+                    waits += f"  [store call {request.fault[0]} fails {request.fault[1]}]"
+                if request.old is not None:
+                    waits += f"  [sends old cookie o{request.old}]"
                 lines.append(f"  R{number} client {request.client}: {ops}{status}{waits}")
         return "\n".join(lines)
 
@@ -132,7 +152,7 @@ class Program:
 
 VALUES: tuple[Any, ...] = (0, 1, "x", [], [1], {"n": 0})
 EXPIRIES = (
-    *(SetExpiry("int", seconds) for seconds in (30, 300, 7200)),
+    *(SetExpiry("int", seconds) for seconds in (30, 300, 7200, 20, 90)),
     SetExpiry("zero", 0),
     SetExpiry("none", 0),
     *(SetExpiry(kind, s) for kind in ("timedelta", "datetime") for s in (3600, 86400)),
@@ -165,7 +185,20 @@ _LOCAL_OPS: list[tuple[int, list[Op]]] = [
     (1, [Flush()]),
     (1, [Save()]),
     (2, [Tick(seconds) for seconds in TICKS]),
+    (1, [Later(key, item) for key in KEYS for item in (0, 1)]),
 ]
+# An explicit save between a read (or assignment) and a later change of the same key,
+# in place or not: the WebSocket pattern of issue 22 item 9.
+_BEFORE_SAVE: tuple[Op, ...] = (
+    *(Get(key) for key in KEYS),
+    *(Nested(key, 0, False) for key in KEYS),
+    *(Set(key, value) for key in KEYS for value in ([0], {"n": 0})),
+)
+_AFTER_SAVE: tuple[Op, ...] = (
+    *(Later(key, 1) for key in KEYS),
+    *(Nested(key, 1, mark) for key in KEYS for mark in (False, True)),
+    *(Set(key, value) for key in KEYS for value in (1, [1])),
+)
 _ADMIN_OPS: list[tuple[int, list[Op]]] = [
     (1, [Revoke(owner, client) for owner in range(OWNER_SLOTS) for client in range(3)]),
     (1, [RevokeAll(owner, keep) for keep in (False, True) for owner in range(OWNER_SLOTS)]),
@@ -201,8 +234,11 @@ def _op(draw: st.DrawFn, table: tuple[tuple[Op, ...], ...]) -> Op:
 
 
 @st.composite
-def _request(draw: st.DrawFn, ops_drawn: st.SearchStrategy[list[Op]]) -> Request:
-    """A request of client 0-2 (the program folds it onto its clients)."""
+def _request(
+    draw: st.DrawFn, ops_drawn: st.SearchStrategy[list[Op]], scripts: bool = False
+) -> Request:
+    """A request of client 0-2 (the program folds it onto its clients); ``scripts``: now
+    and then read a key, ``await save()``, then change that key again."""
     client = draw(_ints(0, 2))
     touch = draw(_ints(0, 3)) != 3  # a quarter never await the session
     ops: list[Op] = []
@@ -214,10 +250,16 @@ def _request(draw: st.DrawFn, ops_drawn: st.SearchStrategy[list[Op]]) -> Request
                     continue  # at most one tick per request (see TICKS)
                 ticked = True
             ops.append(op)
+        if scripts and draw(_ints(0, 3)) == 3:
+            first: Any = _pick(draw, _BEFORE_SAVE)
+            then = replace(_pick(draw, _AFTER_SAVE), key=first.key)
+            at = draw(_ints(0, len(ops)))
+            ops[at:at] = [first, Save(), then]
     status = 500 if draw(_ints(0, 4)) == 4 else 200
     # A request passes about ten gates (start, load, each op, respond, store calls).
     delays = [(code // 3 + 1, (1, 2, 4)[code % 3]) for code in draw(_delays)]
-    return Request(client, tuple(ops), touch, status, tuple(delays))
+    old = draw(_ints(0, 5))  # 0-1: a kept copy of an old cookie (if the program has one)
+    return Request(client, tuple(ops), touch, status, tuple(delays), old=old if old < 2 else None)
 
 
 _delays = st.lists(_ints(0, 29), max_size=3)
@@ -271,9 +313,31 @@ def program_strategy(
 ) -> st.SearchStrategy[Program]:
     """Whole programs. ``server``: the store keeps records (admin ops allowed);
     ``pinned``: options fixed rather than drawn; ``skip``: op classes left out."""
-    ops = st.lists(_op(_op_table(server, skip)), max_size=4)
-    requests = st.lists(_request(ops), min_size=2, max_size=5)
-    return _program(option_choices(accepted, dict(pinned)), requests)
+    table = _op_table(server, skip)
+    ops = st.lists(_op(table), max_size=4)
+    requests = st.lists(_request(ops, "Save" not in skip), min_size=2, max_size=5)
+    light = _request(st.lists(_op(table), max_size=1))
+    programs = _program(option_choices(accepted, dict(pinned)), requests, light, server=server)
+    # Store faults (faults.py) on server stores: a cookie store has no store to fail.
+    return _with_faults(programs) if server else programs
+
+
+@st.composite
+def _with_faults(draw: st.DrawFn, programs: st.SearchStrategy[Program]) -> Program:
+    """Now and then a request's n-th store call fails (before or after applying), or a
+    round's n-th store call, whoever makes it (tests/model/faults.py)."""
+    program = draw(programs)
+    rounds = []
+    for round_ in program.rounds:
+        requests = []
+        for request in round_.requests:
+            if draw(_ints(0, 5)) == 5:
+                fault = (draw(_ints(1, 2)), ("before", "after")[draw(_ints(0, 1))])
+                request = replace(request, fault=fault)
+            requests.append(request)
+        outage = draw(_ints(1, 8)) if draw(_ints(0, 7)) == 7 else None
+        rounds.append(replace(round_, requests=tuple(requests), outage=outage))
+    return replace(program, rounds=tuple(rounds))
 
 
 @st.composite
@@ -281,15 +345,24 @@ def _program(
     draw: st.DrawFn,
     choices: dict[str, tuple[Any, ...]],
     requests_drawn: st.SearchStrategy[list[Request]],
+    light_drawn: st.SearchStrategy[Request],
+    server: bool = False,
 ) -> Program:
     options = Options(**{name: _pick(draw, values) for name, values in choices.items()})
     clients = draw(_ints(1, 3))
     rounds: list[Round] = []
+    olds = draw(imports.olds(clients)) if server else ()
     for client in range(clients):
-        if draw(_ints(0, 3)) != 3:
+        if draw(_ints(0, 3)) != 3 and client not in imports.holders(olds):
             rounds.append(Round(0, (_draw_login(draw, client),)))
+    if draw(_ints(0, 2)) == 2:
+        # Rolling (issue 22): one client comes back again and again, with short pauses.
+        client = draw(_ints(0, clients - 1))
+        for _ in range(draw(_ints(2, 5))):
+            request = replace(draw(light_drawn), client=client)
+            rounds.append(Round(_pick(draw, ROLL_PAUSES), (request,)))
     for _ in range(draw(_ints(1, 2))):
         pause = _pick(draw, PAUSES)
         requests = [replace(r, client=r.client % clients) for r in draw(requests_drawn)]
         rounds.append(Round(pause, tuple(requests)))
-    return Program(options, clients, tuple(rounds))
+    return imports.with_olds(Program(options, clients, tuple(rounds)), olds)

@@ -65,9 +65,17 @@ def expires_at(options: Options, setting: str | None, now: float, created_at: fl
     return base
 
 
-def renew_interval(options: Options) -> float:
-    # contract-v2, "Landed": renew_interval is capped at a tenth of the record lifetime.
-    return min(options.renew_interval, default_age(options) / 10)
+def idle_window(options: Options, setting: str | None) -> int:
+    """The inactivity window that applies to a session: n for "s:n", else default_age."""
+    if setting is not None and setting.startswith("s:") and int(setting[2:]) > 0:
+        return int(setting[2:])
+    return default_age(options)
+
+
+def renew_interval(options: Options, setting: str | None = None) -> float:
+    # DESIGN.md "Expiry": renew_interval, never more than a tenth of the idle window that
+    # applies to that session (set_expiry(n), the stored setting, or max_age). Issue 22.
+    return min(options.renew_interval, max(idle_window(options, setting), 0) / 10)
 
 
 def browser_session(options: Options, setting: str | None) -> bool:
@@ -109,8 +117,10 @@ class Held:
     owner_changed: bool = False
     expiry_changed: bool = False
     baselines: dict[str, str] = field(default_factory=dict)
-    """JSON of each list/dict value handed out to the app, as it was when handed out
-    (first time since load or the last write)."""
+    """JSON of each list/dict value handed out to the app (or assigned by it), as it was
+    when handed out, or as the request's last write wrote it."""
+    refs: dict[str, Any] = field(default_factory=dict)
+    """The list or dict the view holds under each key (see view_ops.remember)."""
     wrote: bool = False
     """This request wrote the record it is bound to: the response sets the cookie."""
     write_expires_at: float = 0.0
@@ -154,16 +164,24 @@ class Held:
         return {key: copy.deepcopy(self.local[key]) for key in written}, removed
 
     def consumed(self) -> None:
-        """A write took the pending changes."""
+        """A write took the pending changes. The containers the view was handed or assigned
+        stay watched, now against what the write wrote (DESIGN.md: nested changes are
+        found "also across an explicit await session.save()"; issue 22 item 9)."""
+        watched = self.baselines.keys() | self.pending
+        self.baselines = {
+            key: encoded(self.local[key])
+            for key in watched
+            if isinstance(self.local.get(key), list | dict)
+        }
         self.pending.clear()
         self.replace = self.all_present = False
         self.owner_changed = self.expiry_changed = False
-        self.baselines.clear()
 
     def drop(self) -> None:
         """No key, no data: after flush, an expired save, or a merge that left nothing."""
         self.consumed()
         self.rid = None
         self.local.clear()
+        self.baselines.clear()
         self.owner = self.expiry = None
         self.wrote = False

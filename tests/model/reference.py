@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tests.model import faults, rolling, view_ops
 from tests.model import ops as o
 from tests.model import program as p
-from tests.model import view_ops
 from tests.model.records import Record
 from tests.model.rules import Interrupted, Outcome, RequestModel, Rules
 
@@ -73,7 +73,14 @@ class Model(Rules):
             owner_slots=owner_slots,
         )
         self.divergences: list[str] = []
+        self.faulted: dict[int, int] = {}
+        """Client -> the request whose fault's 503 set (or kept) its cookie last."""
+        self.retried: set[int] = set()
+        """Clients whose retry, after a fault, answered 200 having loaded the session."""
         self._keys: set[str] = set()
+        self.activity = rolling.Activity()
+        self.imports: Any = None
+        """imports.Imports when the program has old sessions."""
 
     def diverge(self, req: RequestModel | None, message: str) -> None:
         where = f"R{req.number}: " if req is not None else ""
@@ -99,6 +106,8 @@ class Model(Rules):
 
     def start_request(self, req: RequestModel) -> None:
         """The request is sent, with its client's cookie as the jar holds it now."""
+        if self.imports is not None and self.imports.starts(req):
+            return  # an old library's cookie: imports.py runs the load
         req.cookie_rid = self.jars[req.spec.client]
         req.had_cookie = req.cookie_rid is not None
         sent = "no cookie" if req.cookie_rid is None else f"cookie #{req.cookie_rid}"
@@ -110,9 +119,18 @@ class Model(Rules):
             else:
                 self._load(req)
 
-    def store_call(self, req: RequestModel, method: str) -> None:
-        """The request's store call ``method`` runs now: the step it belongs to takes effect."""
-        if req.due and (req.due[0] == "load") == (method in READS):
+    def steps_on(self, req: RequestModel, method: str) -> bool:
+        """Whether the request's store call ``method`` carries a step of the model."""
+        return bool(req.due) and (req.due[0] == "load") == (method in READS)
+
+    def store_call(self, req: RequestModel, method: str, fault: str | None = None) -> None:
+        """The request's store call ``method`` runs now: the step it belongs to takes effect
+        (or meets the ``fault`` the harness injects into the call: faults.py)."""
+        if self.imports is not None and self.imports.store_call(req, method):
+            return  # a step of an import (imports.py)
+        if fault is not None:
+            faults.apply_faulted(self, req, req.due.pop(0), method, fault)
+        elif req.due and (req.due[0] == "load") == (method in READS):
             self._apply(req, req.due.pop(0))
         else:
             self.note(f"R{req.number} store.{method} (no step of the model)")
@@ -138,6 +156,9 @@ class Model(Rules):
             self._finish(req)
 
     def _load(self, req: RequestModel) -> None:
+        if isinstance(req.cookie_rid, tuple):
+            faults.load_pending(self, req)  # the cookie a fault's 503 gave
+            return
         req.loaded = True
         held = req.held
         record = self.records.get(req.cookie_rid) if req.cookie_rid is not None else None
@@ -170,7 +191,7 @@ class Model(Rules):
         if isinstance(op, o.PopItem):
             req.expected = view_ops.popitem(req.held, result)
         if raised is not None:
-            if not req.expect_interrupted:
+            if not req.expect_interrupted and req.fault is None:
                 self.diverge(req, f"`{op}` raised {type(raised).__name__}: {raised}")
             req.aborted = True
             return
@@ -199,6 +220,7 @@ class Model(Rules):
         renewing = (
             not req.spec.touch
             and req.had_cookie
+            and req.imp is None  # an old cookie is not ours: nothing to renew
             and self.options.save_every_request
             and req.spec.status < 500
         )
@@ -207,6 +229,9 @@ class Model(Rules):
     def response(self, req: RequestModel, seen: Observed) -> None:
         self._settle(req)
         req.phase = "done"
+        if req.fault is not None:
+            faults.respond(self, req, seen)
+            return
         expected = req.outcome or Outcome(400 if req.aborted else req.spec.status, "keep")
         if expected.cookie == "set" and expected.max_age is not None and expected.max_age <= 0:
             expected = Outcome(expected.status, "delete")  # a browser drops it at once
@@ -224,6 +249,20 @@ class Model(Rules):
             self.jars[client] = expected.rid
         elif expected.cookie == "delete":
             self.jars[client] = None
+        problem = self.activity.responded(self, req, expected)
+        if problem:
+            self.diverge(req, problem)
+
+    def _save(self, req: RequestModel, *, at_finish: bool) -> None:
+        # A key derived from an old cookie serves one request: retired (imports.py).
+        if at_finish and self.imports is not None and self.imports.retire(req):
+            return
+        super()._save(req, at_finish=at_finish)
+
+    def _renewal_due(self, held: Any) -> bool:
+        if self.imports is not None and not self.imports.renewal_allowed(held):
+            return False  # the import just wrote it
+        return super()._renewal_due(held)
 
     def crashed(self, req: RequestModel, exc: BaseException) -> None:
         self.diverge(req, f"the request raised {type(exc).__name__}: {exc} (no response)")

@@ -15,12 +15,14 @@ contract-v2 is silent, the model decides:
 6. A cookie is deleted only if the request carried one; a 400 or a 5xx response carries
    no Set-Cookie at all (nothing is saved, even after ``flush()``).
 7. A renewal is due ``renew_interval`` after the session's last write, also a write this
-   request made; an explicit ``save()`` writes nested changes whatever
-   ``detect_nested_changes`` says (the app asked to save).
+   request made, with the interval capped at a tenth of the idle window of the setting
+   the request knows (loaded, or its own write's); an explicit ``save()`` writes nested
+   changes whatever ``detect_nested_changes`` says (the app asked to save).
 8. A Set-Cookie whose Max-Age is 0 or less counts as deleting the cookie.
 9. A nested change is measured against the value's JSON when first handed out since the
-   load or the request's last write; ``popitem()`` may take any present item; the order
-   of ``list_sessions`` among equal creation times is open.
+   load, or as the request's last write wrote it (a container handed out or assigned
+   before a write stays watched after it); ``popitem()`` may take any present item; the
+   order of ``list_sessions`` among equal creation times is open.
 """
 
 from __future__ import annotations
@@ -81,6 +83,12 @@ class RequestModel:
     outcome: Outcome | None = None
     target: int | None = None
     """The record a revoke op names, fixed when the op begins."""
+    fault: str | None = None
+    """The store fault this request met ("before"/"after"; faults.py): it answers 503."""
+    pair_stage: bool = False
+    """Loading through a fault's pair cookie: the new key was missing, the old is next."""
+    imp: Any = None
+    """Sent an old library's cookie: its import, step by step (imports.py)."""
 
 
 class Rules:
@@ -261,10 +269,11 @@ class Rules:
         return held.rid is not None and held.owner != self.records[held.rid].slot_owner
 
     def _renewal_due(self, held: Held) -> bool:
-        # decided: due since the session's last write, also one this request made
-        return self.options.save_every_request and self.now - held.updated_at >= renew_interval(
-            self.options
-        )
+        # decided: due since the session's last write, also one this request made; the
+        # interval is this session's own (its setting as the request knows it: issue 22)
+        setting = held.write_setting if held.wrote else held.expiry  # the stored one, as known
+        interval = renew_interval(self.options, setting)
+        return self.options.save_every_request and self.now - held.updated_at >= interval
 
     def _create(self, req: RequestModel) -> None:
         held = req.held
