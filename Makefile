@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# make run needs only the package and uvicorn: its own stamp, seconds on a fresh machine.
+RUN_STAMP := $(VENV)/.installed-run
+PORT ?= 8000
 # The exact toolchain (make upgrade refreshes it); pyproject.toml keeps users' lower bounds.
 PINS := requirements/constraints.txt
 BUILD_PINS := requirements/build-constraints.txt
@@ -24,8 +27,16 @@ $(STAMP): pyproject.toml $(PINS) $(BUILD_PINS)
 
 install: $(STAMP) ## Create .venv and install the project with its dev extra
 
-run: $(STAMP) ## Serve the demo on http://127.0.0.1:8000 (sessions in sessions.sqlite3)
-	$(PY) -m uvicorn demo_app:app --host 127.0.0.1 --port 8000
+$(RUN_STAMP): pyproject.toml $(PINS) $(BUILD_PINS)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c $(PINS) pip
+	$(PY) -m pip uninstall -q -y asgi-sessions 2>/dev/null || true
+	@# The demo imports starlette and the package (aiosqlite); uvicorn serves it.
+	$(PY) -m pip install -q -c $(PINS) --build-constraint $(BUILD_PINS) -e . uvicorn
+	touch $(RUN_STAMP)
+
+run: $(RUN_STAMP) ## Serve the demo on http://127.0.0.1:8000, or PORT=8001 (installs only the package and uvicorn)
+	$(PY) -m uvicorn demo_app:app --host 127.0.0.1 --port $(PORT)
 
 lint: $(STAMP) ## Ruff (lint and format check) and mypy strict
 	$(PY) -m ruff check .

@@ -14,7 +14,6 @@ through ``html.escape`` (``e()`` below) before it reaches the page.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import json
 import os
@@ -23,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from html import escape as e
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -48,7 +47,10 @@ CSRF_FAILED = "CSRF token missing or incorrect"
 MAX_FORM_BYTES = 16 * 1024
 
 STYLE = """
-body { font: 16px/1.5 system-ui, sans-serif; max-width: 46rem; margin: 2rem auto; padding: 0 1rem }
+body { font: 16px/1.5 system-ui, sans-serif; max-width: 46rem; margin: 2rem auto; padding: 0 1rem;
+  overflow-wrap: anywhere }
+input { max-width: 100% }
+table { display: block; overflow-x: auto; max-width: 100% }
 nav a { margin-right: .8rem } form { display: inline-block; margin: .2rem .4rem .2rem 0 }
 table { border-collapse: collapse } td, th { border: 1px solid #ccc; padding: .2rem .5rem }
 .panel { background: #f4f4f8; border: 1px solid #ccd; padding: .5rem 1rem; margin-top: 2rem }
@@ -57,11 +59,14 @@ code { background: #eee; padding: 0 .2rem }
 """
 
 
-def fingerprint(session_key: str | None) -> str:
-    """A short, safe-to-show handle for a key: never print a real session key."""
-    if session_key is None:
+def handle(session: Session) -> str:
+    """A short, safe-to-show handle for the session: the first 8 characters of its public
+    id, as "Your sessions" and ``python -m asgi_sessions sessions`` list it (and as
+    ``show --owner`` and ``revoke --only`` accept it). Never print a real session key."""
+    public_id = session.public_id
+    if public_id is None:
         return "(none: not saved yet)"
-    return hashlib.sha256(session_key.encode()).hexdigest()[:8]
+    return public_id[:8]
 
 
 def csrf_token(session: Session) -> str:
@@ -81,26 +86,45 @@ def form(session: Session, action: str, button: str, fields: str = "") -> str:
     )
 
 
-def render(session: Session, title: str, body: str) -> HTMLResponse:
-    """The page layout around ``body`` (already escaped HTML), with the session panel."""
+def greeting_html(session: Session) -> str:
     user = session.get("user")
     colour = session.get("fav_color")
     greeting = f"Logged in as <b>{e(user)}</b>." if user else "Not logged in."
     if colour:
         greeting += f" Your favourite colour is <b>{e(colour)}</b>."
+    return f'<p id="greeting">{greeting}</p>'
+
+
+def panel_html(session: Session, writes: bool | None = None) -> str:
+    """The session panel. ``writes``: whether this request changes the session, when the
+    view knows better than ``session.modified`` (an in-place change of a list)."""
     rows = "".join(
         f"<tr><td><code>{e(key)}</code></td><td><code>{e(json.dumps(value))}</code></td></tr>"
         for key, value in session.items()
     )
     # The middleware saves after the view returns, so at render time `modified` is the best
     # available hint of whether this request will write the session.
-    writes = "changes the session" if session.modified else "does not change the session"
-    expiry = session.get_expiry_date().strftime("%Y-%m-%d %H:%M:%S UTC")
-    panel = f"""<section class="panel" id="session-panel"><h2>Session</h2>
-<p>Key fingerprint: <code id="key-fingerprint">{e(fingerprint(session.session_key))}</code>
-&middot; expires {e(expiry)}</p>
-<p id="session-writes">This request {writes}.</p>
+    if writes is None:
+        writes = session.modified
+    said = "changes the session" if writes else "does not change the session"
+    if session.session_key is None and not session:
+        # Nothing stored and nothing to store (after a logout, say): no session, no expiry.
+        state = "there is no session"
+    else:
+        expiry = session.get_expiry_date().strftime("%Y-%m-%d %H:%M:%S UTC")
+        state = f"expires {e(expiry)}"
+    return f"""<section class="panel" id="session-panel"><h2>Session</h2>
+<p>Session id: <code id="key-fingerprint">{e(handle(session))}</code>
+&middot; <span id="session-expiry">{state}</span></p>
+<p id="session-writes">This request {said}.</p>
 <table id="session-data"><tr><th>key</th><th>value</th></tr>{rows}</table></section>"""
+
+
+def render(
+    session: Session, title: str, body: str, *, writes: bool | None = None, status: int = 200
+) -> HTMLResponse:
+    """The page layout around ``body`` (already escaped HTML), with the session panel."""
+    panel = panel_html(session, writes)
     nav = " ".join(
         f'<a href="{href}">{label}</a>'
         for href, label in [
@@ -113,10 +137,26 @@ def render(session: Session, title: str, body: str) -> HTMLResponse:
         ]
     )
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,">
 <title>{e(title)} - asgi-server-sessions demo</title><style>{STYLE}</style></head><body>
-<nav>{nav}</nav><p id="greeting">{greeting}</p><h1>{e(title)}</h1>{body}{panel}</body></html>"""
-    return HTMLResponse(page)
+<nav>{nav}</nav>{greeting_html(session)}<h1>{e(title)}</h1>{body}{panel}</body></html>"""
+    return HTMLResponse(page, status_code=status)
+
+
+def take_message(session: Session) -> str:
+    """The message a POST left for the page it redirected to (post/redirect/get), once."""
+    message = session.pop("message", None)
+    return f'<p class="msg" id="message">{e(message)}</p>' if isinstance(message, str) else ""
+
+
+def back_to(request: Request) -> str:
+    """The page a form was posted from (same site only), else the home page."""
+    referer = urlsplit(request.headers.get("referer", ""))
+    path = referer.path
+    if referer.netloc != request.url.netloc or not path.startswith("/") or path.startswith("//"):
+        return "/"
+    return path
 
 
 async def read_form(request: Request) -> dict[str, str]:
@@ -143,10 +183,24 @@ def post(view: PostView) -> Endpoint:
         if not isinstance(expected, str) or not hmac.compare_digest(
             given.encode(), expected.encode()
         ):
-            return PlainTextResponse(CSRF_FAILED, status_code=403)
+            return stale_form(request, session)
         return await view(request, session, data)
 
     return endpoint
+
+
+def stale_form(request: Request, session: Session) -> Response:
+    """A form whose token does not match this session: most often a tab opened before a
+    log in or out (which gives the session a new key and token). Say so and lead back."""
+    back = back_to(request)
+    body = (
+        '<p class="msg" id="message">This form has expired: the page was opened before your '
+        "session changed (you logged in or out, maybe in another tab), so its security token "
+        "no longer matches. Nothing was changed.</p>"
+        f'<p><a id="back" href="{e(back)}">Go back and try again</a> (the page is loaded '
+        f"afresh, with a form that works).</p><p><small>{e(CSRF_FAILED)}.</small></p>"
+    )
+    return render(session, "This form has expired", body, status=403)
 
 
 def see_other(path: str) -> RedirectResponse:
@@ -186,7 +240,11 @@ async def clear_colour(request: Request, session: Session, data: dict[str, str])
 async def comment_page(request: Request) -> Response:
     session = await request.state.session
     field = '<input name="comment" maxlength="200" placeholder="Nice demo!" required>'
-    body = "<p>You may comment once per session.</p>" + form(session, "/comment", "Post", field)
+    body = (
+        take_message(session)
+        + "<p>You may comment once per session.</p>"
+        + form(session, "/comment", "Post", field)
+    )
     return render(session, "Comment", body)
 
 
@@ -196,7 +254,8 @@ async def post_comment(request: Request, session: Session, data: dict[str, str])
     else:
         session["has_commented"] = True
         message = f"Thanks for your comment: \u201c{data.get('comment', '')[:200]}\u201d"
-    return render(session, "Comment", f'<p class="msg" id="message">{e(message)}</p>')
+    session["message"] = message
+    return see_other("/comment")  # post/redirect/get: a reload does not post again
 
 
 # -- log in / log out ----------------------------------------------------------------------
@@ -209,30 +268,28 @@ async def login_page(request: Request) -> Response:
     else:
         field = '<input name="username" maxlength="40" placeholder="username" required>'
         body = "<p>No passwords: it is a demo.</p>" + form(session, "/login", "Log in", field)
-    return render(session, "Log in / out", body)
+    return render(session, "Log in / out", take_message(session) + body)
 
 
 async def login(request: Request, session: Session, data: dict[str, str]) -> Response:
     username = data.get("username", "").strip()[:40]
     if not username:
         return see_other("/login")
-    before = fingerprint(session.session_key)
+    before = handle(session)
     # A new key at login: a key planted before login (session fixation) is worth nothing.
     await session.cycle_key()
     session["user"] = username
     session.owner = username  # lets "Your sessions" list and revoke it
-    after = fingerprint(session.session_key)
-    message = (
-        f"Welcome, {username}. Session key fingerprint before login: {before}, after: {after}."
-    )
-    return render(session, "Logged in", f'<p class="msg" id="message">{e(message)}</p>')
+    after = handle(session)
+    session["message"] = f"Welcome, {username}. Session id before login: {before}, after: {after}."
+    return see_other("/login")  # post/redirect/get: a reload does not log in again
 
 
 async def logout(request: Request, session: Session, data: dict[str, str]) -> Response:
-    before = fingerprint(session.session_key)
+    before = handle(session)
     # Deletes the record and the cookie. No forms on the answer, so no new session starts.
     await session.flush()
-    message = f"Logged out. Session key fingerprint was {before}; there is no session now."
+    message = f"Logged out. Session id was {before}; there is no session now."
     body = f'<p class="msg" id="message">{e(message)}</p><p><a href="/">Home</a></p>'
     return render(session, "Logged out", body)
 
@@ -274,7 +331,8 @@ async def append_in_place(request: Request, session: Session, data: dict[str, st
         "Appended in place, without session.modified = True: found at save time, so "
         "reload and it is still there."
     )
-    return render(session, "Cart", cart_page_body(session, note))
+    # `modified` is still False here; the changed list is found as the response starts.
+    return render(session, "Cart", cart_page_body(session, note), writes=True)
 
 
 async def append_modified(request: Request, session: Session, data: dict[str, str]) -> Response:
@@ -311,6 +369,11 @@ document.querySelector('#fire').addEventListener('click', async () => {
     answers.map((r, i) => r.status + ' ' + texts[i]).join(', ');
   const state = await (await fetch('/together/state')).json();
   document.querySelector('#after').textContent = JSON.stringify(state);
+  // The greeting and the session panel were drawn before the click: draw them again.
+  const fresh = new DOMParser().parseFromString(await (await fetch('/panel')).text(), 'text/html');
+  for (const id of ['#greeting', '#session-panel']) {
+    document.querySelector(id).replaceWith(fresh.querySelector(id));
+  }
 });
 """
 
@@ -368,6 +431,12 @@ async def together_note(request: Request, session: Session, data: dict[str, str]
     return PlainTextResponse(met)
 
 
+async def panel(request: Request) -> Response:
+    """The greeting and the session panel alone, as they are now (read-only)."""
+    session = await request.state.session
+    return HTMLResponse(greeting_html(session) + panel_html(session))
+
+
 async def together_state(request: Request) -> Response:
     session = await request.state.session
     keys = ("fav_color", "note", "flash")
@@ -395,7 +464,8 @@ async def sessions_page(request: Request) -> Response:
             field = f'<input type="hidden" name="public_id" value="{e(owned.public_id)}">'
             action = form(session, "/sessions/revoke", "Revoke", field)
         rows.append(
-            f'<tr class="session-row"><td><code>{e(owned.public_id[:8])}</code></td>'
+            '<tr class="session-row">'
+            f'<td><code class="public-id">{e(owned.public_id[:8])}</code></td>'
             f"<td>{e(when(owned.created))}</td><td>{e(when(owned.last_saved))}</td>"
             f"<td>{e(when(owned.expire_date))}</td><td>{action}</td></tr>"
         )
@@ -447,6 +517,7 @@ routes = [
     Route("/together/colour", post(together_colour), methods=["POST"]),
     Route("/together/note", post(together_note), methods=["POST"]),
     Route("/together/state", together_state),
+    Route("/panel", panel),
     Route("/sessions", sessions_page),
     Route("/sessions/revoke", post(revoke), methods=["POST"]),
     Route("/sessions/revoke-others", post(revoke_others), methods=["POST"]),

@@ -16,10 +16,11 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from . import __version__
 from ._progress import ProgressLine
+from .cookies import split_pending
 from .errors import (
     DISTRIBUTION,
     ImproperlyConfigured,
@@ -27,7 +28,14 @@ from .errors import (
     SessionError,
     StoreCapabilityError,
 )
+from .serializers import JSONSerializer
 from .stores import Store, store_from_url
+from .stores.base import OwnedSession, SessionRecord, StoredSession
+
+# A public id is 24 hex digits; a prefix names a session from this many on (the demo
+# shows the first 8).
+_PUBLIC_ID_LENGTH = 24
+_MIN_PREFIX = 8
 
 __all__ = ["main"]
 
@@ -36,11 +44,13 @@ class _Failure(Exception):
     """A problem the user can fix; printed as one line, exit status 1."""
 
 
-def _open(url: str) -> Store:
-    store = store_from_url(url)
+def _open(url: str, *, read_only: bool) -> Store:
+    sqlite = url.lower().startswith("sqlite:")
+    # Looking at an SQLite file opens it read-only: no schema created, no switch to WAL.
+    store = store_from_url(url, read_only=True) if sqlite and read_only else store_from_url(url)
     # Looking at a file that is not there would silently create an empty database.
     path = getattr(store, "path", None)
-    if url.lower().startswith("sqlite:") and path and not os.path.exists(path):
+    if sqlite and path and not os.path.exists(path):
         raise _Failure(
             f"no SQLite database at {path!r}; check the URL (sqlite:///relative, "
             "sqlite:////absolute)."
@@ -74,14 +84,116 @@ async def _clear_expired(store: Store, args: argparse.Namespace) -> None:
     print(removed)
 
 
+def _looks_public(text: str) -> bool:
+    """A public id (24 hex digits) or a prefix of one; session keys are base64url."""
+    return 0 < len(text) <= _PUBLIC_ID_LENGTH and all(c in "0123456789abcdef" for c in text)
+
+
+def _keys_in(text: str) -> list[str]:
+    """The session keys a pasted key or cookie may hold, most likely first.
+
+    Accepts a raw key, a cookie value (``KEY.SIGNATURE``), a pending-rotation value
+    (``NEW~OLD.SIGNATURE``) or a whole ``name=value`` pair. The signature is not checked:
+    whoever holds the cookie holds the key, and the store's lookup is the test that counts.
+    """
+    text = text.strip().strip('"')
+    _name, equals, value = text.partition("=")
+    # "session=KEY.SIG": keys and signatures are base64url, which has no "=".
+    value = value.strip('"') if equals and value else text
+    keys: list[str] = []
+    payload, dot, _signature = value.rpartition(".")
+    if dot and payload:
+        new_key, old_key = split_pending(payload)
+        keys += [new_key] if old_key is None else [new_key, old_key]
+    keys += [value, text]
+    return list(dict.fromkeys(keys))
+
+
+async def _resolve(store: Store, owner: str, prefix: str) -> OwnedSession:
+    """The owner's one live session whose public id starts with ``prefix``."""
+    prefix = prefix.strip().lower()
+    if not _looks_public(prefix) or len(prefix) < _MIN_PREFIX:
+        raise _Failure(
+            f"{prefix!r} is not a public id: give the 24 hex digits `sessions URL {owner}` "
+            f"prints, or at least their first {_MIN_PREFIX}."
+        )
+    found = [row for row in await store.list_sessions(owner) if row.public_id.startswith(prefix)]
+    if not found:
+        raise _Failure(
+            f"{owner!r} has no live session whose public id starts with {prefix!r} "
+            f"(`sessions URL {owner}` lists them)."
+        )
+    if len(found) > 1:
+        ids = ", ".join(row.public_id for row in found)
+        raise _Failure(
+            f"{prefix!r} matches {len(found)} sessions of {owner!r} ({ids}); give more of it."
+        )
+    return found[0]
+
+
+async def _by_public_id(store: Store, owner: str, prefix: str) -> tuple[str, StoredSession]:
+    """Find a session by its public id (or a prefix of it) among the owner's."""
+    store_ids: dict[str, str] = {}
+    owned = store.owned
+
+    def remembering(store_id: str, *times: float) -> OwnedSession:
+        row = owned(store_id, *times)
+        store_ids[row.public_id] = store_id
+        return row
+
+    # Every backend builds its listing with Store.owned(store_id, ...); listing through
+    # it here learns the store id behind each public id without a new store hook.
+    setattr(store, "owned", remembering)  # noqa: B010 - shadows the static helper
+    try:
+        row = await _resolve(store, owner, prefix)
+    finally:
+        delattr(store, "owned")
+    stored = await store.read(store_ids[row.public_id])
+    if stored is None:
+        raise _Failure(f"session {row.public_id} of {owner!r} ended just now.")
+    return row.public_id, stored
+
+
 async def _show(store: Store, args: argparse.Namespace) -> None:
-    record = await store.get(args.key)
-    if record is None:
-        raise _Failure(f"no live session with key {args.key!r} (unknown, deleted or expired).")
+    public_id: str | None = None
+    session_key: str | None = None
+    if _looks_public(args.id.strip().lower()):
+        if args.owner is None:
+            raise _Failure(
+                f"{args.id!r} looks like a public id; public ids are listed per owner, so "
+                "add --owner OWNER (the owner `sessions URL OWNER` was run for)."
+            )
+        public_id, stored = await _by_public_id(store, args.owner, args.id)
+    else:
+        candidates = _keys_in(args.id)
+        for key in candidates:
+            found = await store.load(key)
+            if found is not None:
+                session_key, stored = key, found
+                break
+        else:
+            hint = " (read as a cookie: the key before the dot)" if len(candidates) > 1 else ""
+            raise _Failure(
+                f"no live session with key {args.id!r}{hint} (unknown, deleted or expired)."
+            )
+    record = SessionRecord(
+        session_key=session_key or "",
+        expire_date=datetime.fromtimestamp(stored.expires_at, UTC),
+        created=datetime.fromtimestamp(stored.created_at, UTC),
+        owner=stored.owner,
+        _data=stored.data
+        if stored.decoded is None
+        else {k: json.dumps(v) for k, v in stored.decoded.items()},
+        _serializer=JSONSerializer(),
+    )
     data = record.get_decoded()
+    # The public id names the session without being usable as a cookie.
+    which: tuple[str, str] = (
+        ("public_id", public_id) if public_id is not None else ("session_key", record.session_key)
+    )
     if args.json:
         document = {
-            "session_key": record.session_key,
+            which[0]: which[1],
             "owner": record.owner,
             "created": record.created.isoformat(),
             "expire_date": record.expire_date.isoformat(),
@@ -91,7 +203,7 @@ async def _show(store: Store, args: argparse.Namespace) -> None:
         return
     _rows(
         [
-            ("session_key", record.session_key),
+            which,
             ("owner", record.owner if record.owner is not None else "(none)"),
             ("created", _when(record.created)),
             ("expire_date", _when(record.expire_date)),
@@ -129,9 +241,13 @@ async def _sessions(store: Store, args: argparse.Namespace) -> None:
 
 async def _revoke(store: Store, args: argparse.Namespace) -> None:
     if args.only is not None:
-        print(await store.revoke(args.owner, args.only))
-    else:
-        print(await store.revoke_all(args.owner, keep=args.keep))
+        public_id = (await _resolve(store, args.owner, args.only)).public_id
+        if not await store.revoke(args.owner, public_id):
+            raise _Failure(f"session {public_id} of {args.owner!r} ended just now.")
+        print(1)
+        return
+    keep = None if args.keep is None else (await _resolve(store, args.owner, args.keep)).public_id
+    print(await store.revoke_all(args.owner, keep=keep))
 
 
 async def _stats(store: Store, args: argparse.Namespace) -> None:
@@ -146,6 +262,7 @@ async def _stats(store: Store, args: argparse.Namespace) -> None:
                     "owners": stats.owners,
                     "size_bytes": stats.size_bytes,
                     "size_where": stats.size_where,
+                    "import_markers": stats.markers,
                 },
                 indent=2,
             )
@@ -158,6 +275,8 @@ async def _stats(store: Store, args: argparse.Namespace) -> None:
             ("owners", f"{stats.owners:,}"),
             ("size on disk" if stats.size_where == "disk" else "size in memory", size),
         ]
+        # Records an importer keeps so an old cookie imports once: not sessions.
+        + ([("import markers", f"{stats.markers:,}")] if stats.markers else [])
     )
 
 
@@ -173,6 +292,8 @@ def _size(size: int) -> str:
 
 
 Command = Callable[[Store, argparse.Namespace], Awaitable[None]]
+# Commands that only look: they open an SQLite file read-only.
+_READERS = frozenset({"show", "sessions", "stats"})
 
 
 def _program_name() -> str:
@@ -219,7 +340,13 @@ def _parser() -> argparse.ArgumentParser:
         "(ISO 8601, UTC) and data",
     )
     show.add_argument(
-        "key", metavar="KEY", help="the session key (the cookie's value before the dot)"
+        "id",
+        metavar="ID",
+        help="a public id as `sessions` prints it, or its first 8 or more characters (with "
+        "--owner); or a session key, or a whole cookie (`name=KEY.SIGNATURE` or its value)",
+    )
+    show.add_argument(
+        "--owner", metavar="OWNER", help="the owner whose sessions a public id is looked up in"
     )
     sessions = command(
         "sessions",
@@ -239,8 +366,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     revoke.add_argument("owner", metavar="OWNER", help="the owner (user id)")
     which = revoke.add_mutually_exclusive_group()
-    which.add_argument("--keep", metavar="PUBLIC_ID", help="leave this session alone")
-    which.add_argument("--only", metavar="PUBLIC_ID", help="end only this session")
+    which.add_argument(
+        "--keep",
+        metavar="PUBLIC_ID",
+        help="leave this session alone (an id or 8+ of its first characters)",
+    )
+    which.add_argument(
+        "--only",
+        metavar="PUBLIC_ID",
+        help="end only this session (an id or 8+ of its first characters)",
+    )
     command(
         "stats",
         _stats,
@@ -253,7 +388,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _run(args: argparse.Namespace) -> None:
-    store = _open(args.url)
+    store = _open(args.url, read_only=args.command in _READERS)
     async with store:
         await args.run(store, args)
 

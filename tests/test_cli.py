@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import time
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 
@@ -151,8 +152,11 @@ async def test_revoke_ends_all_but_the_kept_session_and_prints_the_count(
 ) -> None:
     first, second = await public_ids(url, capsys)
     assert await run(capsys, "revoke", url, "ann", "--keep", first) == (0, "1\n", "")
-    assert await run(capsys, "revoke", url, "ann", "--only", second) == (0, "0\n", "")
-    assert await run(capsys, "revoke", url, "ann", "--only", first) == (0, "1\n", "")
+    # Already ended: an error, not a silent "0".
+    status, out, err = await run(capsys, "revoke", url, "ann", "--only", second)
+    assert (status, out) == (1, "")
+    assert err.startswith("error: 'ann' has no live session whose public id starts with")
+    assert await run(capsys, "revoke", url, "ann", "--only", first[:8]) == (0, "1\n", "")
     assert await public_ids(url, capsys) == []
 
 
@@ -251,6 +255,7 @@ async def test_stats_prints_sessions_expired_owners_and_size(
         "owners": 1,
         "size_bytes": stats["size_bytes"],
         "size_where": where,
+        "import_markers": 0,
     }
     assert stats["size_bytes"] > 0
 
@@ -369,3 +374,164 @@ async def test_on_a_terminal_progress_goes_to_stderr_and_the_count_to_stdout(
     removed = 1 if store == "sqlite" else 0
     assert (status, out) == (0, f"{removed}\n")
     assert re.fullmatch(rf"clear-expired: {removed} removed in \d+\.\d s, [\d,]+/s\n", err)
+
+
+# -- one family of ids: public ids and their prefixes, keys, whole cookies ---------------
+
+
+async def test_show_finds_a_session_by_public_id_or_an_8_character_prefix(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shown = set()
+    for public_id in await public_ids(url, capsys):
+        for given in (public_id, public_id[:8], public_id[:8].upper()):
+            status, out, err = await run(capsys, "show", url, given, "--owner", "ann", "--json")
+            assert (status, err) == (0, "")
+            document = json.loads(out)
+            assert document["public_id"] == public_id
+            assert "session_key" not in document  # a public id never reveals the key
+            shown.add(json.dumps(document["data"], sort_keys=True))
+    assert shown == {'{"cart": [1, 2], "user": "ann"}', '{"n": 1}'}
+
+
+async def test_show_accepts_a_whole_cookie_or_its_value(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    signature = "x" * 43  # not checked: holding the cookie is holding the key
+    for given in (
+        f"live-key.{signature}",
+        f"session=live-key.{signature}",
+        f'"live-key.{signature}"',
+        f"new-key~live-key.{signature}",  # a pending rotation: the new key, else the old
+    ):
+        status, out, err = await run(capsys, "show", url, given)
+        assert (status, err) == (0, ""), given
+        assert out.splitlines()[0] == "session_key  live-key"
+
+
+async def test_a_public_id_without_owner_exits_1_saying_to_add_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 's.sqlite3'}"
+    await seed(url, {"k": ({"n": 1}, 3600, "ann")})
+    status, out, err = await run(capsys, "show", url, "9edd6b30")
+    assert (status, out) == (1, "")
+    assert "add --owner OWNER" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("given", ["9edd6b30", "9edd6b", "zzzzzzzz"])
+async def test_revoke_only_an_unknown_or_short_id_exits_1_with_one_line(
+    given: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 's.sqlite3'}"
+    await seed(url, {"k": ({"n": 1}, 3600, "ann")})
+    for verb in (["revoke", url, "ann", "--only", given], ["revoke", url, "ann", "--keep", given]):
+        status, out, err = await run(capsys, *verb)
+        assert (status, out) == (1, "")
+        assert err.startswith("error: ") and err.count("\n") == 1
+    assert len(await public_ids(url, capsys)) == 1  # --keep of an unknown id ended nothing
+
+
+async def test_a_prefix_that_matches_several_sessions_exits_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from asgi_sessions.stores.base import OwnedSession
+    from asgi_sessions.stores.memory import MemoryStore
+
+    moment = datetime.now().astimezone()
+    rows = [OwnedSession(f"9edd6b30{n:016x}", moment, moment, moment) for n in range(2)]
+
+    async def two_alike(self: MemoryStore, owner: str) -> list[OwnedSession]:
+        return rows
+
+    monkeypatch.setattr(MemoryStore, "list_sessions", two_alike)
+    for argv in (
+        ["revoke", "memory://", "ann", "--only", "9edd6b30"],
+        ["show", "memory://", "9edd6b30", "--owner", "ann"],
+    ):
+        status, out, err = await run(capsys, *argv)
+        assert (status, out) == (1, "")
+        assert "matches 2 sessions" in err and err.count("\n") == 1
+
+
+# -- read-only verbs ------------------------------------------------------------------
+
+
+def _journal_mode(path: Path) -> str:
+    import sqlite3
+
+    with closing(sqlite3.connect(path)) as conn:
+        mode: str = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        return mode
+
+
+async def test_read_only_verbs_leave_an_sqlite_file_as_they_found_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    path = tmp_path / "s.sqlite3"
+    url = f"sqlite:///{path}"
+    await seed(url, {"live-key": ({"n": 1}, 3600, "ann")})
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA journal_mode = DELETE")  # as a backup tool might leave it
+    for argv in (["stats", url], ["show", url, "live-key"], ["sessions", url, "ann"]):
+        status, _, err = await run(capsys, *argv)
+        assert (status, err) == (0, ""), argv
+        assert _journal_mode(path) == "delete", argv
+        assert not Path(f"{path}-wal").exists(), argv
+
+
+async def test_read_only_verbs_on_a_file_without_sessions_say_no_sessions_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    path = tmp_path / "other.sqlite3"
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER)")
+    before = path.read_bytes()
+    for argv in (
+        ["stats", f"sqlite:///{path}"],
+        ["show", f"sqlite:///{path}", "k"],
+        ["sessions", f"sqlite:///{path}", "ann"],
+    ):
+        status, out, err = await run(capsys, *argv)
+        assert (status, out) == (1, ""), argv
+        assert "no sessions table" in err and err.count("\n") == 1
+    assert path.read_bytes() == before  # no schema created, no WAL switch
+    assert _journal_mode(path) == "delete"
+
+
+@pytest.mark.parametrize("verb", ["stats", "show", "sessions"])
+async def test_read_only_verbs_on_a_missing_file_exit_1_and_create_nothing(
+    verb: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "missing.sqlite3"
+    argv = {"stats": [], "show": ["k"], "sessions": ["ann"]}[verb]
+    status, out, err = await run(capsys, verb, f"sqlite:///{path}", *argv)
+    assert (status, out) == (1, "")
+    assert err.startswith("error: no SQLite database at") and err.count("\n") == 1
+    assert not path.exists()
+
+
+async def test_writers_still_write_through_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 's.sqlite3'}"
+    await seed(url, {"k": ({"n": 1}, 3600, "ann"), "gone": ({"n": 1}, -10, None)})
+    assert await run(capsys, "clear-expired", url) == (0, "1\n", "")
+    assert await run(capsys, "revoke", url, "ann") == (0, "1\n", "")
+
+
+async def test_stats_shows_import_markers_on_their_own_line_not_as_sessions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 's.sqlite3'}"
+    # A marker as asgi_sessions.importers writes it: one key, "_imported".
+    await seed(url, {"k": ({"n": 1}, 3600, None), "marker:": ({"_imported": True}, 3600, None)})
+    status, out, _ = await run(capsys, "stats", url)
+    rows = dict(line.split("  ", 1) for line in out.splitlines())
+    assert status == 0
+    assert rows["sessions"].strip() == "1"
+    assert rows["import markers"].strip() == "1"

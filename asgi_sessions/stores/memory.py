@@ -15,6 +15,7 @@ from .base import (
     StoredSession,
     StoreStats,
     WriteOutcome,
+    is_import_marker,
     merged_data,
     public_id_for,
 )
@@ -148,11 +149,13 @@ class MemoryStore(Store):
         """Counts, and the approximate bytes of the Python objects holding the records."""
         self._require_open()
         now = self.clock()
-        live = expired = 0
+        live = expired = markers = 0
         owners: set[str] = set()
         size = sys.getsizeof(self._records) + sys.getsizeof(self._by_owner)
         for store_id, record in self._records.items():
-            if record.expires_at > now:
+            if record.expires_at > now and is_import_marker(record.data):
+                markers += 1
+            elif record.expires_at > now:
                 live += 1
                 if record.owner is not None:
                     owners.add(record.owner)
@@ -161,7 +164,7 @@ class MemoryStore(Store):
             size += sys.getsizeof(store_id) + _record_size(record)
         for owner, owned in self._by_owner.items():
             size += sys.getsizeof(owner) + sys.getsizeof(owned)
-        return StoreStats(live, expired, len(owners), size, "memory")
+        return StoreStats(live, expired, len(owners), size, "memory", markers)
 
     def _owned_live(self, owner: str) -> list[tuple[str, StoredSession]]:
         self._require_open()

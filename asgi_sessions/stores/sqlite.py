@@ -16,6 +16,7 @@ import asyncio
 import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ import aiosqlite
 from ..errors import KeyCollision, SessionInterrupted, SessionStoreError
 from ..expiry import resolve_expires_at
 from .base import (
+    IMPORT_MARKER_KEY,
     Clock,
     OwnedSession,
     SessionWrite,
@@ -88,6 +90,9 @@ class SQLiteStore(Store):
         path: the database file; its directory is created if missing.
         busy_timeout: seconds a writer waits for another process's write to finish.
         purge_batch: expired sessions deleted per transaction by ``clear_expired()``.
+        read_only: open an existing file read-only (SQLite's ``mode=ro``): no schema is
+            created and the journal mode is left alone; any write fails. The CLI's
+            ``stats``, ``show`` and ``sessions`` use it.
     """
 
     # The transaction a read-modify-write opens; only a test switches it, to prove that
@@ -102,9 +107,11 @@ class SQLiteStore(Store):
         clock: Clock = time.time,
         busy_timeout: float = 5.0,
         purge_batch: int = 1000,
+        read_only: bool = False,
     ) -> None:
         super().__init__(clock=clock)
         self.path = os.fspath(path)
+        self.read_only = read_only
         self.busy_timeout = busy_timeout
         self.purge_batch = max(1, purge_batch)
         self._db: aiosqlite.Connection | None = None
@@ -133,6 +140,8 @@ class SQLiteStore(Store):
         return self._db
 
     async def _open(self) -> aiosqlite.Connection:
+        if self.read_only:
+            return await self._open_read_only()
         if self.path != ":memory:":
             try:
                 await asyncio.to_thread(Path(self.path).parent.mkdir, parents=True, exist_ok=True)
@@ -154,6 +163,38 @@ class SQLiteStore(Store):
             await db.close()
             raise
         return db
+
+    async def _open_read_only(self) -> aiosqlite.Connection:
+        uri = "file:" + urllib.parse.quote(self.path) + "?mode=ro"
+        db = aiosqlite.connect(uri, uri=True, timeout=self.busy_timeout, isolation_level=None)
+        db._thread.daemon = True
+        try:
+            await db
+        except sqlite3.Error as exc:
+            raise self._failure("open the database read-only", exc) from exc
+        try:
+            await self._call(db, "read its schema", self._check_schema)
+        except BaseException:
+            await db.close()
+            raise
+        return db
+
+    def _check_schema(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sessions'"
+        ).fetchone()[0]
+        if not tables:
+            raise SessionStoreError(
+                f"SQLite file {self.path!r} has no sessions table: it is not a session store, "
+                "or no app has used it as one yet."
+            )
+        if version != SCHEMA_VERSION:
+            raise SessionStoreError(
+                f"SQLite session store {self.path!r} has schema version {version}, but this "
+                f"version of asgi-server-sessions reads {SCHEMA_VERSION}."
+            )
 
     def _set_up(self, conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
@@ -337,6 +378,14 @@ class SQLiteStore(Store):
                 "COUNT(*) FILTER (WHERE expires_at <= ?) FROM sessions",
                 (now, now),
             ).fetchone()
+            # Import markers hold one key, IMPORT_MARKER_KEY: records, not sessions.
+            (markers,) = conn.execute(
+                "SELECT COUNT(*) FROM sessions AS s WHERE s.expires_at > ? "
+                "AND EXISTS (SELECT 1 FROM session_data WHERE sid = s.id AND key = ?) "
+                "AND (SELECT COUNT(*) FROM session_data WHERE sid = s.id) = 1",
+                (now, IMPORT_MARKER_KEY),
+            ).fetchone()
+            live -= markers
             (owners,) = conn.execute(
                 "SELECT COUNT(DISTINCT owner) FROM sessions "
                 "WHERE owner IS NOT NULL AND expires_at > ?",
@@ -345,11 +394,11 @@ class SQLiteStore(Store):
             if self.path == ":memory:":
                 (pages,) = conn.execute("PRAGMA page_count").fetchone()
                 (page_size,) = conn.execute("PRAGMA page_size").fetchone()
-                return StoreStats(live, expired, owners, pages * page_size, "memory")
+                return StoreStats(live, expired, owners, pages * page_size, "memory", markers)
             # The -wal file holds commits not yet copied into the main file.
             files = (self.path, self.path + "-wal", self.path + "-shm")
             size = sum(os.path.getsize(name) for name in files if os.path.exists(name))
-            return StoreStats(live, expired, owners, size, "disk")
+            return StoreStats(live, expired, owners, size, "disk", markers)
 
         return await self._run("count sessions", count)
 

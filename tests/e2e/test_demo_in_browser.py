@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from playwright.sync_api import BrowserContext, Cookie, Page, Response
+    from playwright.sync_api import Browser, BrowserContext, Cookie, Page, Response
 
     from tests.e2e.conftest import DemoServer
 
@@ -168,9 +168,12 @@ def test_logout_flushes_the_session_and_removes_the_cookie(
     page.goto("/login")
     click_and_load(page, "button:has-text('Log out')")
 
-    assert f"fingerprint was {before}" in text(page, "#message")
+    assert f"Session id was {before}" in text(page, "#message")
     assert session_cookie(context) is None
     assert greeting(page) == "Not logged in."
+    # No session, so no expiry date under it.
+    assert text(page, "#session-expiry") == "there is no session"
+    assert "expires" not in text(page, "#session-panel")
     screenshot(page, "logout")
     page.goto("/sessions")
     assert "Log in to see your sessions" in text(page, "#message")
@@ -184,7 +187,8 @@ def test_a_nested_change_is_kept_with_or_without_modified_after_reload(
 
     click_and_load(page, "text=Append in place (kept)")
     assert text(page, "#cart") == '["item 1"]'
-    assert text(page, "#session-writes") == "This request does not change the session."
+    # modified is False, but the changed list is found and saved: the panel says so.
+    assert text(page, "#session-writes") == "This request changes the session."
     click_and_load(page, "#reload")
     assert text(page, "#cart") == '["item 1"]'
 
@@ -207,6 +211,10 @@ def test_two_requests_sent_at_once_each_keep_their_change(
     assert text(page, "#statuses") == "200 together, 200 together"
     after = json.loads(text(page, "#after"))
     assert after == {"fav_color": "plum", "note": "written at the same time", "flash": None}
+    # The greeting and session panel are drawn again after the click, without a reload.
+    page.wait_for_function("document.querySelector('#greeting').textContent.includes('plum')")
+    assert '"written at the same time"' in text(page, "#session-data")
+    assert "flash" not in text(page, "#session-data")
     page.reload()
     assert "plum" in text(page, "#greeting")
     screenshot(page, "together")
@@ -222,6 +230,7 @@ def test_a_form_posted_without_its_csrf_token_is_refused(
 
     assert response is not None
     assert response.status == 403
+    assert "This form has expired" in text(page, "#message")
     assert CSRF_FAILED in page.content()
     screenshot(page, "csrf")
     page.goto("/")
@@ -234,7 +243,7 @@ def test_a_post_with_a_wrong_csrf_token_is_refused(page: Page) -> None:
     response = page.request.post("/colour", form={"fav_color": "red", "csrf_token": "guess"})
 
     assert response.status == 403
-    assert response.text() == CSRF_FAILED
+    assert CSRF_FAILED in response.text()
 
 
 def test_your_sessions_lists_each_browser_and_revokes_another(
@@ -248,6 +257,10 @@ def test_your_sessions_lists_each_browser_and_revokes_another(
     laptop.goto("/sessions")
     assert laptop.locator(".session-row").count() == 2
     assert laptop.locator(".session-row:has-text('this browser')").count() == 1
+    # One handle per session: the panel's id is this browser's row's public id prefix.
+    own = text(laptop, ".session-row:has-text('this browser') .public-id")
+    assert re.fullmatch("[0-9a-f]{8}", own)
+    assert text(laptop, "#key-fingerprint") == own
     screenshot(laptop, "sessions")
     click_and_load(laptop, "button:has-text('Revoke')")
 
@@ -274,3 +287,66 @@ def test_log_out_everywhere_else_logs_the_other_browser_out(
     for other in (phone, tablet):
         other.goto("/")  # not reload(): that would re-submit the login form
         assert greeting(other) == "Not logged in."
+
+
+def test_a_stale_tabs_form_gets_a_friendly_page_that_leads_back(
+    context: BrowserContext, screenshot: Screenshot
+) -> None:
+    stale, other = context.new_page(), context.new_page()
+    stale.goto("/")  # its form carries this session's token
+    log_in(other, unique_user())
+    other.goto("/login")
+    click_and_load(other, "button:has-text('Log out')")  # the token goes with the session
+
+    stale.fill("input[name=fav_color]", "olive")
+    response = click_and_load(stale, "text=Save colour")
+
+    assert response is not None and response.status == 403
+    assert "This form has expired" in text(stale, "#message")
+    assert "<title>This form has expired" in stale.content()
+    screenshot(stale, "stale-form")
+    click_and_load(stale, "#back")
+    assert stale.url.endswith("/")
+    set_colour(stale, "olive")  # the fresh page's form works
+    assert "olive" in greeting(stale)
+
+
+@pytest.mark.parametrize("flow", ["comment", "login"])
+def test_comment_and_login_redirect_after_the_post_so_a_reload_does_not_resubmit(
+    flow: str, page: Page
+) -> None:
+    if flow == "comment":
+        message = post_comment(page, "Once")
+        assert message.startswith("Thanks for your comment")
+        expected_path = "/comment"
+    else:
+        log_in(page, unique_user())
+        message = text(page, "#message")
+        assert message.startswith("Welcome")
+        expected_path = "/login"
+    assert page.url.endswith(expected_path)
+    response = page.reload()  # a GET: no "confirm form resubmission"
+    assert response is not None and response.request.method == "GET"
+    assert page.locator("#message").count() == 0  # the message was shown once
+
+
+PHONE_PAGES = ["/", "/comment", "/login", "/cart", "/together", "/sessions"]
+
+
+def test_every_page_fits_a_375_px_phone_screen(
+    browser: Browser, demo_server: DemoServer, screenshot: Screenshot
+) -> None:
+    context = browser.new_context(base_url=demo_server.url, viewport={"width": 375, "height": 740})
+    try:
+        page = context.new_page()
+        log_in(page, unique_user())  # so "Your sessions" has its widest table
+        page.goto("/cart")
+        click_and_load(page, "text=Append in place (kept)")
+        for path in PHONE_PAGES:
+            page.goto(path)
+            assert page.locator("meta[name=viewport]").count() == 1
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 375, f"{path} is {width} px wide"
+            screenshot(page, "phone" + path.replace("/", "-").rstrip("-"))
+    finally:
+        context.close()
