@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from asgi_sessions import MemoryStore, Store, StoreCapabilityError, StoreStats
+from asgi_sessions import FromStarlette, MemoryStore, Store, StoreCapabilityError, StoreStats
+from asgi_sessions.stores.base import IMPORT_MARKER_KEY
 from asgi_sessions.stores.cookie import CookieStore
 from asgi_sessions.stores.postgres import PostgresStore
 from asgi_sessions.stores.sqlite import SQLiteStore
 from tests.clock import FakeClock
-from tests.support import encoded, session_write
+from tests.support import client_for, encoded, session_write
+from tests.test_importers import OLD_SECRET, cookie_header, new_app, starlette_cookie
 
 
 async def seed(store: Store, clock: FakeClock, *, live: list[str | None], dying: int) -> None:
@@ -45,6 +47,30 @@ async def test_stats_count_live_and_expired_sessions_and_owners(
     # Redis drops expired records itself (here: at the real time our fake clock named),
     # so it finds none; the others remove both.
     assert (await store.stats()).expired == 2 - removed
+
+
+async def test_stats_counts_an_imported_session_once_and_its_marker_apart(store: Store) -> None:
+    """Issue 25: an import writes the session and a marker; ``stats`` counts one session."""
+    old = await starlette_cookie({"user": "alice"})
+    async with client_for(new_app(store, FromStarlette(OLD_SECRET))) as client:
+        response = await client.get("/", headers=cookie_header("session", old))
+        assert response.json()["data"] == {"user": "alice"}
+    stats = await store.stats()
+    assert (stats.sessions, stats.markers, stats.owners) == (1, 1, 0)
+
+
+async def test_only_a_record_with_the_marker_key_alone_is_a_marker(
+    store: Store, clock: FakeClock
+) -> None:
+    marker = {IMPORT_MARKER_KEY: "true"}
+    await store.create(session_write(clock(), set=encoded(marker), create=True))
+    # A session may hold a key named "_imported" beside others: still a session.
+    both = encoded({**marker, "user": "bob"})
+    await store.create(session_write(clock(), set=both, create=True, owner="bob"))
+    await store.create(session_write(clock(), set=encoded(marker), create=True, ttl=60))
+    clock.advance(120)  # the last marker has ended: expired, like any record
+    stats = await store.stats()
+    assert (stats.sessions, stats.markers, stats.owners, stats.expired) == (1, 1, 1, 1)
 
 
 async def test_the_size_grows_with_the_data(store: Store, clock: FakeClock) -> None:

@@ -1,7 +1,10 @@
 """``RedisStore.stats()``: count sessions, owners and bytes under the prefix, for operators.
 
 It SCANs, a page at a time, on the server or on every master of a cluster: fine for
-``asgi-sessions stats``, never used by a request.
+``asgi-sessions stats``, never used by a request. An import marker (a record whose only
+data field is ``d:_imported``, see :func:`~asgi_sessions.stores.base.is_import_marker`)
+is counted apart: the page's ``HMGET`` reads that field too, and only the few records
+that have it get an ``HKEYS`` to see whether it is their only one.
 """
 
 from __future__ import annotations
@@ -9,8 +12,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from .base import StoreStats
-from .redis_layout import EXPIRES, MOVED, OWNER
+from .base import IMPORT_MARKER_KEY, StoreStats
+from .redis_layout import DATA, EXPIRES, MOVED, OWNER
 
 if TYPE_CHECKING:
     from .redis import RedisStore
@@ -19,10 +22,11 @@ __all__ = ["measure"]
 
 
 async def measure(store: RedisStore) -> StoreStats:
-    """Live and expired sessions, distinct owners, and ``MEMORY USAGE`` of every key."""
+    """Live and expired sessions, distinct owners, live import markers, and ``MEMORY USAGE``
+    of every key."""
     client: Any = store.client
     now = store.clock()
-    live = expired = size = 0
+    live = expired = markers = size = 0
     owners: set[str] = set()
     pattern = re.sub(r"([*?\[\]\\])", r"\\\1", store.prefix) + "*"
     if store.cluster:
@@ -45,20 +49,45 @@ async def measure(store: RedisStore) -> StoreStats:
             sessions = [key for key in keys if store.layout.kind(key) == "session"]
             pipe = client.pipeline(transaction=False)
             for key in sessions:
-                pipe.hmget(key, [EXPIRES, OWNER, MOVED])
+                pipe.hmget(key, [EXPIRES, OWNER, MOVED, MARKER_FIELD])
             for key in keys:
                 pipe.memory_usage(key)
             replies = await store._call("counting sessions", pipe.execute)
-            for expires, owner, moved in replies[: len(sessions)]:
+            candidates: list[tuple[str, Any]] = []
+            for key, (expires, owner, moved, flag) in zip(
+                sessions, replies[: len(sessions)], strict=True
+            ):
                 if expires is None or moved is not None:
                     continue  # deleted since the SCAN, or a moved session's sealed copy
-                if float(expires) > now:
+                if float(expires) <= now:
+                    expired += 1
+                elif flag is not None:
+                    candidates.append((key, owner))  # a marker, or a session that has the key
+                else:
                     live += 1
                     if owner is not None:
                         owners.add(owner.decode() if isinstance(owner, bytes) else owner)
-                else:
-                    expired += 1
             size += sum(used or 0 for used in replies[len(sessions) :])
+            if candidates:
+                pipe = client.pipeline(transaction=False)
+                for key, _ in candidates:
+                    pipe.hkeys(key)
+                fields = await store._call("counting sessions", pipe.execute)
+                for (_, owner), names in zip(candidates, fields, strict=True):
+                    if _data_fields(names) == 1:
+                        markers += 1
+                        continue
+                    live += 1  # also a session deleted since the HMGET: counted as read
+                    if owner is not None:
+                        owners.add(owner.decode() if isinstance(owner, bytes) else owner)
             if int(cursor) == 0:
                 break
-    return StoreStats(live, expired, len(owners), size, "memory")
+    return StoreStats(live, expired, len(owners), size, "memory", markers)
+
+
+MARKER_FIELD = DATA + IMPORT_MARKER_KEY
+
+
+def _data_fields(names: list[Any]) -> int:
+    """How many of a hash's field names are data fields (``d:...``), not metadata."""
+    return sum((name.decode() if isinstance(name, bytes) else name)[:2] == DATA for name in names)
