@@ -22,6 +22,7 @@ from .errors import (
     SessionTooLarge,
     StoreCapabilityError,
 )
+from .events import SessionEvent, SessionEvents
 from .importers import FromStarlette, FromStarsessions
 from .middleware import SessionMiddleware, get_session
 from .serializers import JSONSerializer, Serializer
@@ -49,6 +50,8 @@ __all__ = [
     "Serializer",
     "Session",
     "SessionError",
+    "SessionEvent",
+    "SessionEvents",
     "SessionInterrupted",
     "SessionMiddleware",
     "SessionNotLoaded",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import sys
@@ -28,6 +29,7 @@ from .errors import (
     SessionError,
     StoreCapabilityError,
 )
+from .events import SessionEvents
 from .serializers import JSONSerializer
 from .stores import Store, store_from_url
 from .stores.base import OwnedSession, SessionRecord, StoredSession
@@ -326,7 +328,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=run)
         return sub
 
-    command(
+    clear = command(
         "clear-expired",
         _clear_expired,
         "Delete expired sessions and print how many were removed (run it from cron). On "
@@ -376,6 +378,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PUBLIC_ID",
         help="end only this session (an id or 8+ of its first characters)",
     )
+    for sub in (clear, revoke):
+        sub.add_argument(
+            "--events",
+            metavar="MODULE:OBJ",
+            help="the app's SessionEvents (e.g. myapp.sessions:events): fire its revoked / "
+            "expired handlers, as the app's own revocations and purges do",
+        )
     command(
         "stats",
         _stats,
@@ -389,8 +398,30 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _run(args: argparse.Namespace) -> None:
     store = _open(args.url, read_only=args.command in _READERS)
+    if getattr(args, "events", None):
+        store.events = _load_events(args.events)
     async with store:
         await args.run(store, args)
+
+
+def _load_events(spec: str) -> SessionEvents:
+    """Import ``module:obj`` (from the working directory too, as uvicorn does)."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise _Failure(f"--events takes MODULE:OBJ, such as myapp.sessions:events, not {spec!r}.")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        found: object = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        raise _Failure(f"--events {spec!r} cannot be imported: {exc}.") from exc
+    if not isinstance(found, SessionEvents):
+        raise _Failure(
+            f"--events {spec!r} is {found!r}, not a SessionEvents(on_revoked=..., ...) object."
+        )
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -54,6 +54,8 @@ def test_public_names_are_exactly_these() -> None:
         "Serializer",
         "Session",
         "SessionError",
+        "SessionEvent",
+        "SessionEvents",
         "SessionInterrupted",
         "SessionMiddleware",
         "SessionNotLoaded",

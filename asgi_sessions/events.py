@@ -1,0 +1,230 @@
+"""Lifecycle events: app handlers told what happened to a session, after the store did it.
+
+Names follow Spring Session's events (``SessionCreatedEvent``, ``SessionDeletedEvent``,
+``SessionExpiredEvent``; ``SessionIdChangedEvent`` is our ``rotated``), plus the owner
+changes (sign-in, sign-out, switch) and revocations an app audits.
+
+An event is delivered only once the store call it reports has returned: an event never
+describes a write that raised, whose outcome is unknown (``OutcomeUnknown``), that a 400
+or 503 refused, or that a 5xx response skipped. Handlers run in the request's task,
+before the response starts; a failing handler is logged and ignored unless
+``strict=True``. Nothing here runs, and no event is built, when no handlers are given.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from .stores.base import Store
+
+__all__ = ["EventType", "SessionEvent", "SessionEvents"]
+
+logger = logging.getLogger("asgi_sessions")
+
+EventType = Literal["created", "owner_changed", "rotated", "flushed", "revoked", "expired"]
+
+Handler = Callable[["SessionEvent"], Awaitable[None]]
+
+# A store method that calls another observed one (a subclass's revoke calling super())
+# reports once: only the outermost call fires.
+_observing: ContextVar[bool] = ContextVar("asgi_sessions_observing", default=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    """One thing that happened to a session: never its key, only its public id."""
+
+    type: EventType
+    public_id: str | None
+    """The id ``list_sessions()`` shows (``None`` on the cookie store, which has none, and
+    for events about many sessions: ``revoke_all``, ``clear_expired``)."""
+    owner: str | None
+    """The owner after the change, as the request knows it (the revoked sessions' owner)."""
+    store: str
+    """The store kind: ``"memory"``, ``"sqlite"``, ``"redis"``, ``"postgres"``, ``"cookie"``."""
+    timestamp: float
+    """The store's clock when the store call returned (seconds since the epoch)."""
+    scope: MutableMapping[str, Any] | None = None
+    """The request's ASGI scope; ``None`` outside a request (``store.revoke`` from a job)."""
+    previous_owner: str | None = None
+    """``owner_changed``: the owner before (``None``: a sign-in)."""
+    previous_public_id: str | None = None
+    """``rotated``: the id the session had before the new key."""
+    count: int = 1
+    """How many sessions it covers (``revoked`` by ``revoke_all``, a ``clear_expired`` batch)."""
+
+
+class SessionEvents:
+    """The handlers an app registers: ``SessionMiddleware(..., events=SessionEvents(...))``.
+
+    Args:
+        on_created: a new session was stored (Spring's ``SessionCreatedEvent``).
+        on_owner_changed: ``session.owner`` changed and was stored: sign-in
+            (``previous_owner is None``), sign-out (``owner is None``) or a switch.
+        on_rotated: the session moved to a new key (``cycle_key()``, an owner change with
+            ``rotate_on_owner_change``; Spring's ``SessionIdChangedEvent``).
+        on_flushed: ``session.flush()`` deleted it (logout; Spring's ``SessionDeletedEvent``).
+        on_revoked: ``store.revoke()`` / ``revoke_all()`` ended sessions (``count``).
+        on_expired: a save found the session expired, or ``clear_expired()`` removed a batch
+            of expired records (``count``; Spring's ``SessionExpiredEvent``).
+        on_event: called for every event, after the specific handler.
+        strict: let a handler's exception propagate (the request fails with it) instead
+            of logging it and going on.
+    """
+
+    __slots__ = ("_handlers", "_listeners", "on_event", "strict")
+
+    def __init__(
+        self,
+        *,
+        on_created: Handler | None = None,
+        on_owner_changed: Handler | None = None,
+        on_rotated: Handler | None = None,
+        on_flushed: Handler | None = None,
+        on_revoked: Handler | None = None,
+        on_expired: Handler | None = None,
+        on_event: Handler | None = None,
+        strict: bool = False,
+    ) -> None:
+        self._handlers: dict[str, Handler | None] = {
+            "created": on_created,
+            "owner_changed": on_owner_changed,
+            "rotated": on_rotated,
+            "flushed": on_flushed,
+            "revoked": on_revoked,
+            "expired": on_expired,
+        }
+        self.on_event = on_event
+        self.strict = strict
+        self._listeners: tuple[Handler, ...] = ()
+
+    def with_listener(self, listener: Handler) -> SessionEvents:
+        """A copy that also calls ``listener`` for every event (telemetry's counters)."""
+        copy = SessionEvents(on_event=self.on_event, strict=self.strict)
+        copy._handlers = dict(self._handlers)
+        copy._listeners = (*self._listeners, listener)
+        return copy
+
+    async def emit(self, event: SessionEvent) -> None:
+        """Run the handlers for ``event`` (a failing one is logged unless ``strict``)."""
+        for handler in (self._handlers[event.type], self.on_event):
+            if handler is None:
+                continue
+            try:
+                await handler(event)
+            except Exception:
+                if self.strict:
+                    raise
+                logger.exception("Session event handler %r failed on %r.", handler, event.type)
+        for listener in self._listeners:
+            await listener(event)
+
+
+def store_kind(store: Store) -> str:
+    """``RedisStore`` -> ``"redis"``: the name events and metrics give a store."""
+    name = type(store).__name__.lower()
+    return name[:-5] if name.endswith("store") and len(name) > 5 else name
+
+
+async def store_event(
+    store: Store, kind: EventType, owner: str | None, public_id: str | None, count: int
+) -> None:
+    """Fire an event of a store call made outside any session (revoke, clear_expired)."""
+    events = store.events
+    if events is None or count <= 0:
+        return
+    await events.emit(
+        SessionEvent(kind, public_id, owner, store_kind(store), store.clock(), count=count)
+    )
+
+
+def observed(method: Callable[..., Awaitable[int]], kind: EventType) -> Any:
+    """Wrap a store's ``revoke`` / ``revoke_all`` so that what it ended fires ``revoked``."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Store, owner: str, *args: Any, **kw: Any) -> int:
+        if self.events is None or _observing.get():
+            return await method(self, owner, *args, **kw)
+        token = _observing.set(True)
+        try:
+            count = await method(self, owner, *args, **kw)
+        finally:
+            _observing.reset(token)
+        one = method.__name__ == "revoke"
+        public_id = (args[0] if args else kw.get("public_id")) if one else None
+        await store_event(self, kind, owner, public_id, count)
+        return count
+
+    return wrapper
+
+
+class Observer:
+    """One request's link to the handlers: the scope, and the owner before a change."""
+
+    __slots__ = ("events", "owner_before", "scope")
+
+    def __init__(self, events: SessionEvents, scope: MutableMapping[str, Any] | None) -> None:
+        self.events = events
+        self.scope = scope
+        self.owner_before: str | None = None
+        """The owner when the request first changed it since its last write."""
+
+    async def wrote(
+        self,
+        store: Store,
+        old_key: str | None,
+        new_key: str,
+        alive: bool,
+        owner: str | None,
+        owner_changed: bool,
+    ) -> None:
+        """A write of the session returned: created, rotated, owner changed."""
+        if not alive:
+            return  # the merge left nothing, so the store deleted the record
+        public_id = _public_id(store, new_key)
+        if old_key is None:
+            await self.fire(store, "created", public_id, owner)
+        elif new_key != old_key and public_id is not None:
+            # (Not on the cookie store: each of its writes is a new value, and the old
+            # one stays valid until it expires, so nothing moved.)
+            previous = _public_id(store, old_key)
+            await self.fire(store, "rotated", public_id, owner, previous_public_id=previous)
+        if owner_changed and owner != self.owner_before:
+            await self.fire(
+                store, "owner_changed", public_id, owner, previous_owner=self.owner_before
+            )
+
+    async def ended(
+        self, store: Store, kind: EventType, key: str | None, owner: str | None
+    ) -> None:
+        """The session the request held ended (``flushed``, ``expired``)."""
+        if key is not None:
+            await self.fire(store, kind, _public_id(store, key), owner)
+
+    async def fire(
+        self,
+        store: Store,
+        kind: EventType,
+        public_id: str | None,
+        owner: str | None,
+        **extra: Any,
+    ) -> None:
+        await self.events.emit(
+            SessionEvent(
+                kind, public_id, owner, store_kind(store), store.clock(), self.scope, **extra
+            )
+        )
+
+
+def _public_id(store: Store, key: str) -> str | None:
+    if store.keeps_data_in_cookie:
+        return None
+    from .stores.base import hash_key, public_id_for
+
+    return public_id_for(hash_key(key))
