@@ -59,6 +59,11 @@ class DjangoAsyncAPI:
         """``session.setdefault(key, value)``, loading first."""
         return (await self.load()).setdefault(key, value)
 
+    async def aincrement(self, key: str, by: int = 1) -> int:
+        """``session.increment(key, by)``, loading first (not in Django: a counter whose
+        concurrent increments all count)."""
+        return (await self.load()).increment(key, by)
+
     async def aupdate(self, dict_: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
         """``session.update(dict_)``, loading first; marks the session modified, as in
         Django, but only the keys given are written (none for an empty update)."""

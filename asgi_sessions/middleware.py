@@ -18,6 +18,7 @@ from .cookies import (
     cookie_values,
 )
 from .errors import ImproperlyConfigured, SessionInterrupted, SessionStoreError, SessionTooLarge
+from .events import Observer, SessionEvents
 from .serializers import JSONSerializer, Serializer
 from .session import DEFAULT_MAX_AGE, Session, SessionConfig
 from .stores.base import Store
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from .importers import Importer
+    from .telemetry import Telemetry
 
 __all__ = ["SessionMiddleware", "get_session"]
 
@@ -92,6 +94,11 @@ class SessionMiddleware:
             fails before the response starts.
         import_from: importers of another library's sessions (``FromStarlette``,
             ``FromStarsessions``), so that switching signs nobody out.
+        events: lifecycle handlers (``SessionEvents(on_created=..., ...)``), run after the
+            store committed and before the response starts; bound to the store too, so
+            ``store.revoke()`` and ``clear_expired()`` fire them outside requests.
+        telemetry: OpenTelemetry metrics and spans (``Telemetry()`` from
+            :mod:`asgi_sessions.telemetry`, with the ``[otel]`` extra).
     """
 
     def __init__(
@@ -116,6 +123,8 @@ class SessionMiddleware:
         detect_nested_changes: bool = True,
         retry_after: int = 5,
         import_from: Sequence[Importer] = (),
+        events: SessionEvents | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.app = app
         secrets = [secret_key] if isinstance(secret_key, str) else list(secret_key)
@@ -173,8 +182,14 @@ class SessionMiddleware:
             # Each session caps it at a tenth of its own idle window (expiry.renewal_interval).
             renew_interval=renew_interval,
             importers=_importers(import_from),
+            events=_events(events, telemetry),
+            telemetry=telemetry,
         )
+        if telemetry is not None:
+            telemetry.instrument(store)
         store.bind(self.config.signer)
+        if self.config.events is not None:
+            store.events = self.config.events
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
@@ -186,6 +201,8 @@ class SessionMiddleware:
             return
 
         session = Session(self.config, scope["headers"])
+        if self.config.events is not None:
+            session._observer = Observer(self.config.events, scope)
         state = scope.get("state")
         if state is None:
             scope["state"] = state = {}
@@ -243,6 +260,11 @@ class SessionMiddleware:
 
     async def _answer_failure(self, send: Send, session: Session, exc: Exception) -> None:
         """Answer a session failure that happened before the response started."""
+        telemetry = self.config.telemetry
+        if telemetry is not None:
+            closed = not isinstance(exc, SessionInterrupted) and self.config.store._closed
+            status = 400 if isinstance(exc, SessionInterrupted) else 500 if closed else 503
+            telemetry.failed(self.config.store, status, exc)
         if not isinstance(exc, SessionInterrupted) and self.config.store._closed:
             # A store used after aclose() is a programming error, not an outage: a 500
             # without Retry-After (trying again cannot help), and the reason in the log.
@@ -364,6 +386,10 @@ class SessionMiddleware:
         self.store = store
         self.config = replace(self.config, store=store)
         store.bind(self.config.signer)
+        if self.config.telemetry is not None:
+            self.config.telemetry.instrument(store)
+        if self.config.events is not None:
+            store.events = self.config.events
 
 
 def _importers(import_from: Sequence[Importer]) -> tuple[Importer, ...]:
@@ -377,6 +403,17 @@ def _importers(import_from: Sequence[Importer]) -> tuple[Importer, ...]:
                 f"FromStarsessions(redis_client), not {importer!r}."
             )
     return importers
+
+
+def _events(events: SessionEvents | None, telemetry: Telemetry | None) -> SessionEvents | None:
+    if events is not None and not isinstance(events, SessionEvents):
+        raise ImproperlyConfigured(
+            f"events takes a SessionEvents(on_created=..., ...) object, not {events!r}."
+        )
+    if telemetry is not None:
+        # Lifecycle counters come from the events (a copy: the app's object is its own).
+        return (events or SessionEvents()).with_listener(telemetry.record)
+    return events
 
 
 def _refused_old_cookies(config: SessionConfig, session: Session) -> list[tuple[bytes, bytes]]:

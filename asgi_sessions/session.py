@@ -20,12 +20,14 @@ from .cookies import (
 from .django_async import DjangoAsyncAPI
 from .errors import OutcomeUnknown, SessionInterrupted, SessionStoreError
 from .expiry import encode_expiry, ends_with_browser, renewal_interval, resolve_expires_at
-from .serializers import Serializer
-from .stores.base import Saved, SessionWrite, Store, StoredSession, hash_key, public_id_for
+from .serializers import JSONSerializer, Serializer
+from .stores.base import Merge, Saved, SessionWrite, Store, StoredSession, hash_key, public_id_for
 from .tracking import TrackedDict
 
 if TYPE_CHECKING:
+    from .events import Observer, SessionEvents
     from .importers import Importer, OldCookie
+    from .telemetry import Telemetry
 
 __all__ = ["DEFAULT_MAX_AGE", "Session", "SessionConfig"]
 
@@ -36,6 +38,7 @@ DEFAULT_MAX_AGE: Final = 14 * 24 * 60 * 60
 
 _MISSING: Any = object()
 _NOTHING: frozenset[str] = frozenset()
+_NO_MERGES: dict[str, Merge] = {}
 _LOADING = object()  # a load is in progress and nobody is waiting for it yet
 
 
@@ -57,6 +60,10 @@ class SessionConfig:
     """The option as given; each session caps it (:func:`.expiry.renewal_interval`)."""
     importers: tuple[Importer, ...] = ()
     """Other libraries' sessions to take over (see :mod:`asgi_sessions.importers`)."""
+    events: SessionEvents | None = None
+    """Lifecycle handlers (see :mod:`asgi_sessions.events`); ``None``: none, no cost."""
+    telemetry: Telemetry | None = None
+    """OpenTelemetry metrics (see :mod:`asgi_sessions.telemetry`); ``None``: none, no cost."""
 
     @property
     def default_age(self) -> int:
@@ -91,6 +98,7 @@ class Session(DjangoAsyncAPI, TrackedDict):
         "_imported_from",
         "_key",
         "_loading",
+        "_observer",
         "_owner",
         "_owner_changed",
         "_rotated",
@@ -115,6 +123,8 @@ class Session(DjangoAsyncAPI, TrackedDict):
         self._key: str | None = None
         # A write whose outcome is unknown, and the key the session had before it.
         self._unknown: tuple[OutcomeUnknown, str | None] | None = None
+        # Set by the middleware when the app registered lifecycle handlers.
+        self._observer: Observer | None = None
         # The rest of the state is set by _start_tracking(), once the session is loaded.
 
     def _start_tracking(self) -> None:
@@ -339,6 +349,8 @@ class Session(DjangoAsyncAPI, TrackedDict):
             except UnicodeEncodeError as exc:
                 raise TypeError(f"The owner {user_id!r} cannot be stored: {exc}.") from exc
         if user_id != self._owner:
+            if self._observer is not None and not self._owner_changed:
+                self._observer.owner_before = self._owner  # the owner_changed event's "from"
             self._owner = user_id
             self._owner_changed = True
             self._modified = True
@@ -413,6 +425,13 @@ class Session(DjangoAsyncAPI, TrackedDict):
                     values[key] = text(key, value)
         if nested:
             values.update(nested)
+        merges = _NO_MERGES
+        if not (create or self._replace) and self._merging:
+            merges = self._merges(nested)
+            if merges:
+                for key in merges:
+                    values.pop(key, None)
+                deleted = [key for key in deleted if key not in merges]
         if create and self._created_at is None:
             self._created_at = now
         return SessionWrite(
@@ -429,7 +448,14 @@ class Session(DjangoAsyncAPI, TrackedDict):
             self._expiry,
             self._expiry_changed,
             self,
+            merges,
         )
+
+    @property
+    def _merging(self) -> bool:
+        """Whether saves send lists and counters as merges: a server store, JSON values."""
+        config = self._config
+        return not config.store.keeps_data_in_cookie and type(config.serializer) is JSONSerializer
 
     def _nested(self) -> dict[str, str]:
         if self._key is None:
@@ -455,6 +481,8 @@ class Session(DjangoAsyncAPI, TrackedDict):
                 raise
         elif store.keeps_data_in_cookie and now >= self._expires_at:  # type: ignore[operator]
             # The cookie is the record and nobody else renews it: past its end it is gone.
+            if self._observer is not None:
+                await self._observer.ended(store, "expired", key, self._owner)
             self._drop()
             return
         else:
@@ -475,13 +503,22 @@ class Session(DjangoAsyncAPI, TrackedDict):
                 if self._expires_at is not None and now >= self._expires_at:
                     # It merely expired meanwhile: not a logout, and its stale data must
                     # not live on in a new session (that would defeat absolute_timeout).
+                    if self._observer is not None:
+                        await self._observer.ended(store, "expired", key, self._owner)
                     self._drop()
                     return
                 raise
+        owner_changed = change.owner_changed
         self._saved(saved, change)
+        if self._observer is not None:  # after the store returned: the write happened
+            await self._observer.wrote(
+                store, key, saved.key, saved.alive, change.owner, owner_changed
+            )
 
     def _saved(self, saved: Saved, change: SessionWrite) -> None:
         self._changed.clear()
+        self._deltas.clear()
+        self._fresh_lists.clear()
         self._replace = self._all_dirty = False
         self._owner_changed = self._expiry_changed = False
         # The lists and dicts the view was handed stay watched (it still holds them), now
@@ -501,6 +538,16 @@ class Session(DjangoAsyncAPI, TrackedDict):
             self._texts.update(change.set)  # type: ignore[attr-defined]
         else:
             self._texts = {**self._texts, **change.set} if self._texts else dict(change.set)
+        if change.merges:
+            # What this request now holds is what its next change is measured against
+            # (the store may hold more: other requests' appends).
+            texts = self._texts
+            for key in change.merges:
+                value = dict.get(self, key, _MISSING)
+                if value is _MISSING:
+                    texts.pop(key, None)  # type: ignore[attr-defined]
+                else:
+                    texts[key] = self._encode(key, value)  # type: ignore[index]
 
     def _drop(self) -> None:
         """Forget the record: it is gone, and so is everything this request knew of it."""
@@ -549,6 +596,7 @@ class Session(DjangoAsyncAPI, TrackedDict):
         key = self._key if self._loaded else self._client_key()
         if not self._loaded:
             self._start_tracking()
+        owner = self._owner
         self._drop()
         self._loaded = self.accessed = self._modified = True
         # Every key the client may hold: both of a pending pair, and the key a write of
@@ -559,6 +607,8 @@ class Session(DjangoAsyncAPI, TrackedDict):
         for doomed in keys:
             await self._config.store.delete(doomed)
         self._unknown = None
+        if self._observer is not None and key is not None:
+            await self._observer.ended(self._config.store, "flushed", keys[0], owner)
 
     def _retiring(self) -> bool:
         """Loaded through our cookie naming a key derived from an old cookie: that key
@@ -590,7 +640,11 @@ class Session(DjangoAsyncAPI, TrackedDict):
         # Throttled by this session's own idle window too, not only max_age's: a 60 s
         # interval let set_expiry(30) sign out a client that came back every 20 s.
         interval = renewal_interval(self._expiry, config.renew_interval, config.default_age)
-        return now - updated >= interval
+        if now - updated >= interval:
+            return True
+        if config.telemetry is not None:
+            config.telemetry.renewal_skipped(config.store)
+        return False
 
     async def _finish(self, renew: bool) -> str | bool | None:
         """Save at the end of a request.

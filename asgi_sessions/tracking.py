@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import SessionNotLoaded
+from .stores.base import Merge, split_json_list
 
 if TYPE_CHECKING:
     from _collections_abc import dict_items, dict_keys, dict_values
@@ -40,7 +41,9 @@ class TrackedDict(dict[str, Any]):
         "_all_dirty",
         "_assigned",
         "_changed",
+        "_deltas",
         "_dumps",
+        "_fresh_lists",
         "_handed",
         "_handed_all",
         "_lazy_texts",
@@ -67,6 +70,11 @@ class TrackedDict(dict[str, Any]):
         self._assigned: dict[str, str] = {}
         """The encoded form of values assigned since (final only for immutable values)."""
         self._changed: set[str] = set()
+        self._deltas: dict[str, int] = {}
+        """Counters changed only by ``increment()`` since the last save: key -> delta."""
+        self._fresh_lists: set[str] = set()
+        """Keys this request created as a new empty list (assigned ``[]`` where it held
+        nothing): appending to them is appending, not a reassignment."""
         self._handed: set[str] = set()
         self._handed_all = False
         self._replace = False
@@ -215,6 +223,14 @@ class TrackedDict(dict[str, Any]):
             )
         # Encoded now, so an unstorable value fails here, in the view, not at save time.
         self._assigned[key] = self._encode(key, value)
+        if type(value) is list and not value and not dict.__contains__(self, key):
+            # A new empty list (``setdefault(k, [])``, or sqladmin's ``if k not in s:
+            # s[k] = []``): what is appended to it is appended to the list, not a
+            # reassignment of it.
+            self._fresh_lists.add(key)
+        elif self._deltas or self._fresh_lists:
+            self._deltas.pop(key, None)
+            self._fresh_lists.discard(key)
         dict.__setitem__(self, key, value)
         self._changed.add(key)
         self._modified = True
@@ -226,6 +242,9 @@ class TrackedDict(dict[str, Any]):
         self._changed.add(key)
         self._modified = True
         self._assigned.pop(key, None)
+        if self._deltas or self._fresh_lists:
+            self._deltas.pop(key, None)
+            self._fresh_lists.discard(key)
 
     def __delitem__(self, key: str) -> None:
         self._require_loaded(f"deleting {key!r}")
@@ -278,6 +297,8 @@ class TrackedDict(dict[str, Any]):
         dict.clear(self)
         self._changed.clear()
         self._assigned.clear()
+        self._deltas.clear()
+        self._fresh_lists.clear()
         self._replace = True
         self._modified = True
 
@@ -321,4 +342,80 @@ class TrackedDict(dict[str, Any]):
             text = self._encode(key, value)
             if text != texts.get(key):
                 found[key] = text
+        return found
+
+    def increment(self, key: str, by: int = 1) -> int:
+        """Add ``by`` to the integer under ``key`` (0 if missing) and return the new value.
+
+        The save sends the delta, which the store adds to whatever it holds then, so
+        concurrent increments all count. A value that is not an integer raises
+        ``TypeError`` here; one that another request replaced meanwhile by a non-integer
+        wins (the increment then counts as made before that replacement).
+        """
+        self._require_loaded(f"increment({key!r})")
+        if type(by) is not int:
+            raise TypeError(f"increment() adds an int, not {type(by).__name__} ({by!r}).")
+        current = dict.get(self, key, 0)
+        if type(current) is not int:
+            raise TypeError(
+                f"The session value under {key!r} is {current!r}, not an int, so it cannot "
+                "be incremented. Assign it instead, or keep counters under their own key."
+            )
+        value = current + by
+        if key in self._changed and key not in self._deltas:
+            self[key] = value  # assigned or deleted in this request already: a plain set
+            return value
+        dict.__setitem__(self, key, value)
+        self._assigned[key] = str(value)
+        self._changed.add(key)
+        self._deltas[key] = self._deltas.get(key, 0) + by
+        self._modified = True
+        return value
+
+    def _list_merge(self, key: str, value: Any) -> Merge | None:
+        """The queue change that turns the list loaded under ``key`` into ``value``
+        (``_MISSING``: the key was popped), or ``None`` if it is not one."""
+        text = self._texts.get(key)
+        loaded = None if text is None else split_json_list(text)
+        fresh = key in self._fresh_lists
+        if fresh and loaded is None:
+            loaded = []
+        if loaded is None:
+            return None
+        if value is _MISSING:
+            return (tuple(loaded), ())
+        if type(value) is not list:
+            return None
+        encode = self._dumps
+        try:
+            now = [encode(item) for item in value]
+        except (TypeError, ValueError, RecursionError):
+            return None  # the full encoding (a set) reports it, naming the key
+        if fresh:
+            # Created empty by setdefault() (after popping what was loaded, if anything):
+            # whatever it holds now was appended.
+            return (tuple(loaded), tuple(now)) if loaded or now else None
+        n = len(loaded)
+        for k in range(n + 1):
+            kept = n - k
+            if now[:kept] == loaded[k:]:
+                appended = now[kept:]
+                if k == n and n and appended:
+                    return None  # nothing kept and new items: a replacement, not a queue
+                return (tuple(loaded[:k]), tuple(appended))
+        return None  # pragma: no cover - k == n always matches
+
+    def _merges(self, nested: Mapping[str, str]) -> dict[str, Merge]:
+        """Which pending changes go to the store as merges (server stores, JSON only)."""
+        found: dict[str, Merge] = dict(self._deltas)
+        candidates = [key for key in self._changed if key not in found]
+        candidates += nested
+        for key in candidates:
+            if key in self._changed and key not in self._fresh_lists:
+                # Assigned: last writer wins. Popped or deleted: drop what it saw.
+                if dict.__contains__(self, key):
+                    continue
+            merge = self._list_merge(key, dict.get(self, key, _MISSING))
+            if merge is not None:
+                found[key] = merge
         return found

@@ -136,7 +136,7 @@ async def test_the_schema_records_its_version(
     pstore: PostgresStore, db: asyncpg.Connection
 ) -> None:
     await pstore.load(KEY)
-    assert await db.fetchval("SELECT version FROM asgi_sessions_meta") == SCHEMA_VERSION == 1
+    assert await db.fetchval("SELECT version FROM asgi_sessions_meta") == SCHEMA_VERSION == 2
 
 
 async def test_a_rotation_moves_one_row_and_no_data(
@@ -458,7 +458,7 @@ async def test_a_schema_of_another_version_is_refused_with_the_fix(
         await store.load(KEY)
     await db.execute("UPDATE asgi_sessions_meta SET version = 99")
     async with PostgresStore(postgres_url) as store:
-        with pytest.raises(SessionStoreError, match=r"schema version 99.*uses 1.*Upgrade"):
+        with pytest.raises(SessionStoreError, match=r"schema version 99.*uses 2.*Upgrade"):
             await store.load(KEY)
 
 

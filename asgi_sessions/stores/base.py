@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
+import re
 import secrets
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
@@ -35,7 +37,13 @@ from typing import Any, Literal, Self
 
 from ..cookies import Signer
 from ..errors import KeyCollision, OutcomeUnknown, SessionStoreError, StoreCapabilityError
+from ..events import SessionEvents, observed, store_event
 from ..serializers import JSONSerializer, Serializer
+
+Merge = tuple[tuple[str, ...], tuple[str, ...]] | int
+"""One same-key change a store applies to whatever it holds now: ``(seen, appended)``
+for a list used as a queue (drop the leading items this request saw, if they still lead,
+then append), or an ``int`` delta for a counter (:meth:`Session.increment`)."""
 
 __all__ = [
     "IMPORT_MARKER_KEY",
@@ -51,8 +59,10 @@ __all__ = [
     "attempting",
     "hash_key",
     "is_import_marker",
+    "merge_value",
     "merged_data",
     "public_id_for",
+    "split_json_list",
 ]
 
 # A key (43 characters, 47 with a cluster's slot tag) plus its signature (43) and the dot;
@@ -159,6 +169,11 @@ class SessionWrite:
     """The whole decoded session after the change, for stores that rewrite everything
     (the cookie store, which also writes ``owner`` and ``expiry`` as given); server
     stores ignore it."""
+    merges: Mapping[str, Merge] = field(default_factory=dict)
+    """Keys changed as queues or counters (never also in ``set`` or ``deleted``): each
+    applied with :func:`merge_value` to the value stored *now*, atomically with the rest.
+    A key the merge leaves without a value is deleted (and then the emptiness rule
+    applies). Only sent with the JSON serializer; the cookie store never gets any."""
 
     def settings(self, stored_owner: str | None, stored_expiry: str | None) -> tuple[Any, Any]:
         """The owner and expiry setting in force after merging into what is stored."""
@@ -169,12 +184,79 @@ class SessionWrite:
 
 
 def merged_data(stored: Mapping[str, str], change: SessionWrite) -> dict[str, str]:
-    """The data a merge leaves: ``stored`` with ``change``'s deletions and sets applied."""
+    """The data a merge leaves: ``stored`` with ``change``'s deletions, sets and merges."""
     data = {} if change.replace or change.create else dict(stored)
     for key in change.deleted:
         data.pop(key, None)
     data.update(change.set)
+    for key, merge in change.merges.items():
+        value = merge_value(data.get(key), merge)
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
     return data
+
+
+_scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
+
+
+def split_json_list(text: str) -> list[str] | None:
+    """The items of a compact JSON array as the texts they were written as (``None``
+    when ``text`` is not an array). Never decodes and encodes again: what a store splices
+    back reads byte-identical to what the serializer wrote."""
+    if text[:1] != "[":
+        return None
+    if text == "[]":
+        return []
+    items: list[str] = []
+    start = 1
+    while True:
+        try:
+            _, end = _scan_json(text, start)
+        except StopIteration:
+            return None
+        items.append(text[start:end])
+        if text[end : end + 1] == "]":
+            return items if end + 1 == len(text) else None
+        if text[end : end + 1] != ",":
+            return None
+        start = end + 1
+
+
+def _overlap(seen: tuple[str, ...], items: list[str]) -> int:
+    """How many of the leading ``items`` are the last items this request ``seen``: the
+    longest tail of ``seen`` that still leads (another request may have dropped the rest)."""
+    for k in range(min(len(seen), len(items)), 0, -1):
+        if list(seen[len(seen) - k :]) == items[:k]:
+            return k
+    return 0
+
+
+def merge_value(stored: str | None, merge: Merge) -> str | None:
+    """What one merge leaves under a key that holds ``stored`` now (``None``: no value).
+
+    The reference every store's own code (Lua, SQL) mirrors. A counter adds its delta to
+    a stored integer, or starts from 0 when the key is missing; a list drops the leading
+    items this request saw (where they still lead) and appends its items, and leaves no
+    value when nothing is left. A value another request replaced by one of another type
+    meanwhile wins: the merge then applies as if it had come first and been overwritten.
+    """
+    if type(merge) is int:
+        if stored is None:
+            return str(merge)
+        if _INTEGER.fullmatch(stored):
+            return str(int(stored) + merge)
+        return stored
+    seen, appended = merge  # type: ignore[misc]
+    items = [] if stored is None else split_json_list(stored)
+    if items is None:
+        return stored
+    if seen:
+        del items[: _overlap(seen, items)]
+    items += appended
+    return "[" + ",".join(items) + "]" if items else None
 
 
 @dataclass(slots=True, frozen=True)
@@ -269,6 +351,16 @@ class Store:
     #: changes, even with ``rotate_on_owner_change=False`` (a Redis Cluster store: the key
     #: decides the slot, and a session must share its owner's).
     new_key_on_owner_change = False
+    #: The app's lifecycle handlers: the middleware sets them (``events=``), or an app
+    #: sets them itself for a store it uses without one; revocations and purges fire them.
+    events: SessionEvents | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A backend's own revoke/revoke_all report what they ended, whoever calls them.
+        for name in ("revoke", "revoke_all"):
+            if name in cls.__dict__:
+                setattr(cls, name, observed(cls.__dict__[name], "revoked"))
 
     def __init__(self, *, clock: Clock = time.time) -> None:
         self.clock = clock
@@ -452,6 +544,8 @@ class Store:
                 removed += count
                 if progress is not None:
                     progress(removed)
+                if self.events is not None:
+                    await store_event(self, "expired", None, None, count)
         return removed
 
     # -- log out everywhere ---------------------------------------------------------

@@ -30,6 +30,7 @@ from ..errors import (
 )
 from ..redaction import redact_url
 from .base import (
+    IMPORT_MARKER_KEY,
     Clock,
     OwnedSession,
     SessionWrite,
@@ -257,6 +258,7 @@ class PostgresStore(Store):
             self.clock(), change.now, change.default_expires_at, change.expires_cap,
             change.created_at, change.owner, change.owner_changed,
             change.expiry, change.expiry_changed,
+            *_merge_args(change),
         )  # fmt: skip
         try:
             row = _row(
@@ -318,12 +320,12 @@ class PostgresStore(Store):
         return await pool.fetchrow(self._queries["purge"], now, *after, size)
 
     async def stats(self) -> StoreStats:
-        """Counts by one scan of the sessions table; the size of both tables on disk."""
+        """Counts by one scan of both tables (import markers apart); their size on disk."""
         now = self.clock()
         row = _row(await self._run("count sessions", lambda pool: pool.fetchrow(
-            self._queries["stats"], now
+            self._queries["stats"], now, IMPORT_MARKER_KEY
         )))  # fmt: skip
-        return StoreStats(row[0], row[1], row[2], row[3], "disk")
+        return StoreStats(row[0], row[1], row[2], row[3], "disk", row[4])
 
     # -- owner index ----------------------------------------------------------------
 
@@ -386,3 +388,20 @@ def _row(row: Record | None) -> Record:
     if row is None:  # pragma: no cover - the statements above always return one row
         raise SessionStoreError("PostgreSQL returned no row where one was expected.")
     return row
+
+
+_NO_MERGES: tuple[list[str], list[str]] = ([], [])
+
+
+def _merge_args(change: SessionWrite) -> tuple[list[str], list[str]]:
+    """The write function's merge keys and ops (see postgres_schema.sql)."""
+    if not change.merges:
+        return _NO_MERGES
+    ops: list[str] = []
+    for merge in change.merges.values():
+        if type(merge) is int:
+            ops.append(str(merge))
+        else:
+            seen, appended = merge  # type: ignore[misc]
+            ops.append("[[" + ",".join(seen) + "],[" + ",".join(appended) + "]]")
+    return list(change.merges), ops

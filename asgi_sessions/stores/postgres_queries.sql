@@ -8,7 +8,8 @@ FROM {sessions} AS s LEFT JOIN {data} AS d ON d.sid = s.pk
 WHERE s.id = $1 AND s.expires_at > $2
 
 -- name: write
-SELECT * FROM {write}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+SELECT * FROM {write}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                      $17, $18)
 
 -- name: remove
 DELETE FROM {sessions} WHERE id = $1
@@ -51,9 +52,16 @@ DELETE FROM {sessions}
 WHERE owner = $1 AND expires_at > $2 AND ($3::text IS NULL OR {public_id}(id) <> $3)
 
 -- name: stats
--- For operators (python -m asgi_sessions stats URL): scans the sessions table.
-SELECT count(*) FILTER (WHERE expires_at > $1),
-       count(*) FILTER (WHERE expires_at <= $1),
-       count(DISTINCT owner) FILTER (WHERE expires_at > $1),
-       pg_total_relation_size('{sessions}') + pg_total_relation_size('{data}')
-FROM {sessions}
+-- For operators (python -m asgi_sessions stats URL): scans both tables. Live sessions,
+-- expired ones, distinct owners of live sessions, bytes, and live import markers: records
+-- whose only data key is $2 ("_imported", written by asgi_sessions.importers), counted
+-- apart from the sessions.
+WITH marker AS (
+    SELECT sid FROM {data} GROUP BY sid HAVING count(*) = 1 AND bool_and(key = $2)
+)
+SELECT count(*) FILTER (WHERE s.expires_at > $1 AND marker.sid IS NULL),
+       count(*) FILTER (WHERE s.expires_at <= $1),
+       count(DISTINCT s.owner) FILTER (WHERE s.expires_at > $1 AND marker.sid IS NULL),
+       pg_total_relation_size('{sessions}') + pg_total_relation_size('{data}'),
+       count(*) FILTER (WHERE s.expires_at > $1 AND marker.sid IS NOT NULL)
+FROM {sessions} AS s LEFT JOIN marker ON marker.sid = s.pk

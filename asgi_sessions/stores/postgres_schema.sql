@@ -1,4 +1,4 @@
--- PostgresStore schema, version 1. Run by the store on first use, in one transaction,
+-- PostgresStore schema, version 2. Run by the store on first use, in one transaction,
 -- under an advisory lock (so that several processes starting at once do not collide).
 -- Names in braces are replaced by quoted, optionally schema-qualified identifiers built from the
 -- store's `table` and `schema` options; nothing else is substituted.
@@ -35,7 +35,7 @@ CREATE TABLE {data} (
 CREATE TABLE {meta} (
     version integer NOT NULL
 );
-INSERT INTO {meta} (version) VALUES (1);
+INSERT INTO {meta} (version) VALUES (2);
 
 -- When a record written at `now` ends, from the expiry setting in force after the merge
 -- (mirrors asgi_sessions.expiry.resolve_expires_at): a fixed moment "a:<ts>" is kept;
@@ -70,18 +70,31 @@ $$;
 -- are written with p_values; owner and expiry only when *_changed; expires_at is
 -- recomputed from the setting in force after the merge. p_live_at is the store's clock
 -- (what "alive" means), p_now the request's time (updated_at, inactivity windows).
+-- p_merge_keys/p_merge_ops: lists and counters applied to the value stored now (mirrors
+-- asgi_sessions.stores.base.merge_value): an op is an integer delta, or a JSON array
+-- [[seen items], [appended items]] whose items are the serializer's texts. Values are
+-- split with the json type (not jsonb), whose elements are slices of the stored text, so
+-- what is spliced back reads byte-identical to what the serializer would write.
 -- Returns status 0 (saved) or 1 (the merge left no key: the record was deleted), with
 -- the record's expires_at and expiry setting.
-CREATE FUNCTION {write}(
+-- version 2: begin write
+CREATE OR REPLACE FUNCTION {write}(
     p_id bytea, p_new_id bytea, p_create bool, p_replace bool,
     p_keys text[], p_values text[], p_deleted text[],
     p_live_at float8, p_now float8, p_default_expires float8, p_cap float8,
     p_created_at float8, p_owner text, p_owner_changed bool,
     p_expiry text, p_expiry_changed bool,
+    p_merge_keys text[], p_merge_ops text[],
     OUT o_status int, OUT o_expires_at float8, OUT o_expiry text)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_pk bigint;
+    v_dropped bool := false;
+    v_cur text;
+    v_new text;
+    v_items text[];
+    v_seen text[];
+    v_drop int;
 BEGIN
     IF p_create OR p_new_id IS NOT NULL THEN
         -- A record that only the clock calls dead may still hold the id: replace it.
@@ -140,11 +153,57 @@ BEGIN
             WHERE d.sid = v_pk AND d.key = ANY (p_deleted) AND d.key <> ALL (p_keys);
         END IF;
     END IF;
+    FOR i IN 1 .. coalesce(cardinality(p_merge_keys), 0) LOOP
+        -- Under the session row's lock (taken above): no other save runs in between.
+        SELECT d.value INTO v_cur FROM {data} AS d WHERE d.sid = v_pk AND d.key = p_merge_keys[i];
+        v_new := v_cur;
+        IF left(p_merge_ops[i], 1) <> '[' THEN
+            IF v_cur IS NULL THEN
+                v_new := p_merge_ops[i];
+            ELSIF v_cur ~ '^-?(0|[1-9][0-9]*)$' THEN
+                v_new := (v_cur::numeric + p_merge_ops[i]::numeric)::text;
+            END IF;
+        ELSIF v_cur IS NULL OR left(v_cur, 1) = '[' THEN
+            v_items := '{}';
+            IF v_cur IS NOT NULL THEN
+                SELECT coalesce(array_agg(e::text ORDER BY n), '{}') INTO v_items
+                FROM json_array_elements(v_cur::json) WITH ORDINALITY AS t (e, n);
+            END IF;
+            SELECT coalesce(array_agg(e::text ORDER BY n), '{}') INTO v_seen
+            FROM json_array_elements(p_merge_ops[i]::json -> 0) WITH ORDINALITY AS t (e, n);
+            -- Drop the longest tail of what this request saw that still leads the list.
+            v_drop := 0;
+            FOR k IN REVERSE least(cardinality(v_seen), cardinality(v_items)) .. 1 LOOP
+                IF v_seen[cardinality(v_seen) - k + 1 : cardinality(v_seen)] = v_items[1 : k] THEN
+                    v_drop := k;
+                    EXIT;
+                END IF;
+            END LOOP;
+            SELECT v_items[v_drop + 1 : cardinality(v_items)]
+                   || coalesce(array_agg(e::text ORDER BY n), '{}')
+            INTO v_items
+            FROM json_array_elements(p_merge_ops[i]::json -> 1) WITH ORDINALITY AS t (e, n);
+            IF cardinality(v_items) = 0 THEN
+                v_new := NULL;
+            ELSE
+                v_new := '[' || array_to_string(v_items, ',') || ']';
+            END IF;
+        END IF;
+        IF v_new IS NULL THEN
+            IF v_cur IS NOT NULL THEN
+                DELETE FROM {data} AS d WHERE d.sid = v_pk AND d.key = p_merge_keys[i];
+                v_dropped := true;
+            END IF;
+        ELSIF v_new IS DISTINCT FROM v_cur THEN
+            INSERT INTO {data} AS d (sid, key, value) VALUES (v_pk, p_merge_keys[i], v_new)
+            ON CONFLICT (sid, key) DO UPDATE SET value = excluded.value;
+        END IF;
+    END LOOP;
     IF cardinality(p_keys) > 0 THEN
         INSERT INTO {data} AS d (sid, key, value)
         SELECT v_pk, u.k, u.v FROM unnest(p_keys, p_values) AS u (k, v)
         ON CONFLICT (sid, key) DO UPDATE SET value = excluded.value;
-    ELSIF (p_create OR p_replace OR cardinality(p_deleted) > 0)
+    ELSIF (p_create OR p_replace OR cardinality(p_deleted) > 0 OR v_dropped)
           AND NOT EXISTS (SELECT FROM {data} AS d WHERE d.sid = v_pk) THEN
         -- Emptiness is decided here, after the merge and under the session row's lock:
         -- a request that popped the last key it saw deletes the record only if no
@@ -156,3 +215,4 @@ BEGIN
     o_status := 0;
 END
 $$;
+-- version 2: end write

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SCHEMA_VERSION", "SqlNames", "set_up"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each derived name (e.g. "<table>_purge_after") must fit PostgreSQL's 63-byte identifiers.
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
@@ -54,6 +54,12 @@ def _named_statements(text: str) -> dict[str, str]:
 
 
 _STATEMENTS = _named_statements(_package_file("postgres_queries.sql"))
+# Migration 1 -> 2 (our own SQL, names substituted by render()).
+_DROP_WRITE_V1 = (
+    "DROP FUNCTION {write}(bytea, bytea, bool, bool, text[], text[], text[], "
+    "float8, float8, float8, float8, float8, text, bool, text, bool);\n"
+)
+_VERSION_2 = "UPDATE {meta} SET version = 2;"
 
 
 class SqlNames:
@@ -109,6 +115,14 @@ async def set_up(
         version = await conn.fetchval(sql.render("SELECT max(version) FROM {meta}"))
         # A later release adds its migration steps here, applied in order, in this
         # transaction: version 1 -> 2 -> ... -> SCHEMA_VERSION.
+        if version == 1:
+            # 2: the write function merges lists and counters (two more parameters).
+            schema = _package_file("postgres_schema.sql")
+            write = schema[
+                schema.index("-- version 2: begin write") : schema.index("-- version 2: end write")
+            ]
+            await conn.execute(sql.render(_DROP_WRITE_V1 + write + _VERSION_2))
+            version = 2
         if version != SCHEMA_VERSION:
             raise SessionStoreError(
                 f"PostgreSQL session store {where} has schema version {version}, but this "

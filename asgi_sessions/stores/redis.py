@@ -307,7 +307,7 @@ class RedisStore(RedisCommands, Store):
         if (
             new_key is key
             and not (seal or deleted or change.create or change.replace)
-            and not (change.owner_changed or change.expiry_changed)
+            and not (change.owner_changed or change.expiry_changed or change.merges)
             and 0 < len(change.set) <= _SHORT_PATH_KEYS
         ):
             # The usual save (keys set, nothing else): update.lua, a third of write.lua's
@@ -347,6 +347,7 @@ class RedisStore(RedisCommands, Store):
             math.ceil(default_ends * 1000),
             len(deleted),
             *deleted,
+            *_merge_args(change),
         ]
         for name, value in change.set.items():
             args += (DATA + name, value)
@@ -375,6 +376,7 @@ class RedisStore(RedisCommands, Store):
             owner_changed=False,
             owner=None,
             expiry_changed=False,
+            merges={},
         )
         try:
             reply = await self._merge_reply(key, new_key, sealing, seal=True)
@@ -495,6 +497,7 @@ class RedisStore(RedisCommands, Store):
         It SCANs the keyspace (every master of a cluster), a page at a time: for operators,
         never for requests. Redis deletes expired sessions itself, so ``expired`` counts
         only those our clock calls dead that Redis has not dropped yet (usually none).
+        Import markers are counted in ``markers``, not in ``sessions``.
         """
         from .redis_stats import measure
 
@@ -506,6 +509,20 @@ class RedisStore(RedisCommands, Store):
         self._closed = True
         if self._owned_clients is not None:
             await self._owned_clients.aclose()
+
+
+def _merge_args(change: SessionWrite) -> list[str | int]:
+    """write.lua's merge arguments: their count, then each merge (see write.lua)."""
+    if not change.merges:
+        return [0]
+    args: list[str | int] = []
+    for name, merge in change.merges.items():
+        if type(merge) is int:
+            args += (DATA + name, "i", str(merge))
+        else:
+            seen, appended = merge  # type: ignore[misc]
+            args += (DATA + name, "l", len(seen), len(appended), *seen, *appended)
+    return [len(args), *args]
 
 
 def _outcome(reply: list[Any]) -> WriteOutcome:

@@ -34,6 +34,7 @@ from .base import (
     StoredSession,
     StoreStats,
     WriteOutcome,
+    merge_value,
     public_id_for,
 )
 
@@ -69,6 +70,7 @@ WHERE s.id = ? AND s.expires_at > ?
 """
 _PUT = "INSERT OR REPLACE INTO session_data (sid, key, value) VALUES (?, ?, ?)"
 _DROP_KEY = "DELETE FROM session_data WHERE sid = ? AND key = ?"
+_GET_KEY = "SELECT value FROM session_data WHERE sid = ? AND key = ?"
 _DROP_DATA = "DELETE FROM session_data WHERE sid = ?"
 _DROP_SESSION = "DELETE FROM sessions WHERE id = ?"
 _LIVE_META = "SELECT created_at, expiry, owner FROM sessions WHERE id = ? AND expires_at > ?"
@@ -319,13 +321,25 @@ class SQLiteStore(Store):
         if new_id != store_id:
             conn.execute("UPDATE session_data SET sid = ? WHERE sid = ?", (new_id, store_id))
         puts = [(new_id, key, value) for key, value in change.set.items()]
+        emptied = bool(change.replace or change.deleted)
+        if change.merges:
+            # Lists and counters: applied to what is stored now, inside this transaction
+            # (BEGIN IMMEDIATE: no other writer between this read and the write), by the
+            # reference function itself, so the text is byte-identical to the serializer's.
+            for key, merge in change.merges.items():
+                row = conn.execute(_GET_KEY, (new_id, key)).fetchone()
+                value = merge_value(None if row is None else row[0], merge)
+                if value is None:
+                    if row is not None:
+                        conn.execute(_DROP_KEY, (new_id, key))
+                        emptied = True
+                elif row is None or value != row[0]:
+                    puts.append((new_id, key, value))
         if len(puts) == 1:
             conn.execute(_PUT, puts[0])
         elif puts:
             conn.executemany(_PUT, puts)
-        elif (change.replace or change.deleted) and conn.execute(
-            _HAS_DATA, (new_id,)
-        ).fetchone() is None:
+        elif emptied and conn.execute(_HAS_DATA, (new_id,)).fetchone() is None:
             # Emptiness is decided here, after the merge: only a record with no key left
             # goes (a concurrent request may have added one since this one loaded).
             conn.execute(_DROP_SESSION, (new_id,))

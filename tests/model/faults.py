@@ -166,7 +166,7 @@ def load_pending(model: Any, req: Any) -> None:
         return
     held = req.held
     held.rid = record.rid
-    held.local = copy.deepcopy(record.data)
+    held.adopt(record.data)
     held.owner, held.expiry = record.owner, record.expiry
     held.known_expires_at = record.expires_at
     held.updated_at = record.updated_at

@@ -19,10 +19,10 @@ from typing import Any
 
 import orjson
 
-from asgi_sessions import SessionMiddleware, Store
+from asgi_sessions import SessionEvent, SessionEvents, SessionMiddleware, Store
 from asgi_sessions.stores.base import hash_key, public_id_for
 from tests.clock import FakeClock
-from tests.model import faults, imports, view_ops
+from tests.model import faults, imports, merges, view_ops
 from tests.model import ops as o
 from tests.model import program as p
 from tests.model.checks import listing_rows, store_problems
@@ -160,7 +160,12 @@ class Harness:
         self.olds: list[imports.OldState] = []
         if program.olds:
             options["import_from"], self.olds = imports.setup(self, tag)
-        self.middleware = SessionMiddleware(_dispatch, secret_key=SECRET, store=store, **options)
+        # Every event the app's handlers see, with the request it came from (events.py).
+        self.seen_events: list[tuple[int, SessionEvent]] = []
+        events = SessionEvents(on_event=self._record_event)
+        self.middleware = SessionMiddleware(
+            _dispatch, secret_key=SECRET, store=store, events=events, **options
+        )
         self.owner_names = [f"{tag}u{slot}" for slot in range(p.OWNER_SLOTS)]
         self.model = Model(
             program.options,
@@ -205,9 +210,21 @@ class Harness:
             number = await self._retry(runners, number)
             if self.model.divergences:
                 return
+            self._check_events()
+            if self.model.divergences:
+                return
             await self.check_store()
             if self.model.divergences:
                 return
+
+    async def _record_event(self, event: SessionEvent) -> None:
+        runner = current_request.get()
+        self.seen_events.append((runner.number if runner is not None else 0, event))
+
+    def _check_events(self) -> None:
+        ids = None if self.cookie_store else public_id
+        for problem in self.model.lifecycle.problems(self.seen_events, self.model.records, ids):
+            self.model.diverge(None, f"events: {problem}")
 
     async def _retry(self, runners: list[Runner], number: int) -> int:
         """A client whose request a store fault answered with 503 sends it again at once
@@ -233,6 +250,8 @@ class Harness:
 
     async def execute(self, op: o.Op, session: Any) -> Any:
         """Do ``op`` on the real session (or store); return what the model predicts."""
+        if isinstance(op, merges.MergeOp):
+            return merges.run(op, session)
         if isinstance(op, o.Get):
             return copy.deepcopy(session.get(op.key))
         if isinstance(op, o.Set):

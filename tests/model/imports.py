@@ -358,7 +358,7 @@ class Imports:
             self.note(f"R{req.number} releases o{state.index}'s old record", "import-release")
         held = req.held
         held.rid = record.rid
-        held.local = copy.deepcopy(record.data)
+        held.adopt(record.data)
         held.owner, held.expiry = record.owner, record.expiry
         held.known_expires_at = held.write_expires_at = record.expires_at
         held.write_setting = record.expiry

@@ -19,7 +19,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from tests.model import imports
+from tests.model import imports, merges
 from tests.model.ops import (
     BAD_VALUES,
     BadSet,
@@ -186,6 +186,7 @@ _LOCAL_OPS: list[tuple[int, list[Op]]] = [
     (1, [Save()]),
     (2, [Tick(seconds) for seconds in TICKS]),
     (1, [Later(key, item) for key in KEYS for item in (0, 1)]),
+    *merges.local_ops(KEYS),
 ]
 # An explicit save between a read (or assignment) and a later change of the same key,
 # in place or not: the WebSocket pattern of issue 22 item 9.

@@ -129,6 +129,15 @@ class Held:
     """This request already rotated the session's key (cycle_key, owner change)."""
     modified: bool = False
     """``session.modified``: any change, set_expiry, owner change, clear, flush, cycle_key."""
+    seen: dict[str, str] = field(default_factory=dict)
+    """Issue 23: each key's JSON as loaded or last written by this request."""
+    deltas: dict[str, int] = field(default_factory=dict)
+    fresh: set[str] = field(default_factory=set)
+
+    def adopt(self, data: dict[str, Any]) -> None:
+        """The view of a record just loaded."""
+        self.local = copy.deepcopy(data)
+        self.seen = {key: encoded(value) for key, value in data.items()}
 
     def handout(self, key: str) -> None:
         value = self.local.get(key)
@@ -174,6 +183,8 @@ class Held:
             if isinstance(self.local.get(key), list | dict)
         }
         self.pending.clear()
+        self.deltas.clear()
+        self.fresh.clear()
         self.replace = self.all_present = False
         self.owner_changed = self.expiry_changed = False
 
@@ -183,5 +194,6 @@ class Held:
         self.rid = None
         self.local.clear()
         self.baselines.clear()
+        self.seen.clear()
         self.owner = self.expiry = None
         self.wrote = False

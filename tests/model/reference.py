@@ -15,12 +15,11 @@ rules.py.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tests.model import faults, rolling, view_ops
+from tests.model import faults, merges, rolling, view_ops
 from tests.model import ops as o
 from tests.model import program as p
 from tests.model.records import Record
@@ -129,7 +128,9 @@ class Model(Rules):
         if self.imports is not None and self.imports.store_call(req, method):
             return  # a step of an import (imports.py)
         if fault is not None:
+            mark = self.lifecycle.mark(req)
             faults.apply_faulted(self, req, req.due.pop(0), method, fault)
+            self.lifecycle.after_fault(req, mark, method, fault)
         elif req.due and (req.due[0] == "load") == (method in READS):
             self._apply(req, req.due.pop(0))
         else:
@@ -164,7 +165,7 @@ class Model(Rules):
         record = self.records.get(req.cookie_rid) if req.cookie_rid is not None else None
         if record is not None and record.alive(self.now):
             held.rid = record.rid
-            held.local = copy.deepcopy(record.data)
+            held.adopt(record.data)
             held.owner, held.expiry = record.owner, record.expiry
             held.known_expires_at = record.expires_at
             held.updated_at = record.updated_at
@@ -190,6 +191,7 @@ class Model(Rules):
         op = req.op
         if isinstance(op, o.PopItem):
             req.expected = view_ops.popitem(req.held, result)
+            merges.popitem_done(req.held, result)
         if raised is not None:
             if not req.expect_interrupted and req.fault is None:
                 self.diverge(req, f"`{op}` raised {type(raised).__name__}: {raised}")

@@ -33,13 +33,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.model import merges, view_ops
 from tests.model import ops as o
 from tests.model import program as p
-from tests.model import view_ops
+from tests.model.events import Lifecycle
 from tests.model.records import (
     Held,
     Record,
     browser_session,
+    encoded,
     expires_at,
     renew_interval,
 )
@@ -120,6 +122,8 @@ class Rules:
         self.jars: list[int | None] = [None] * clients
         self.trace: list[str] = []
         self.events: Counter[str] = Counter()
+        self.lifecycle = Lifecycle()
+        """The lifecycle events the app's handlers must see (events.py)."""
 
     def note(self, line: str, event: str | None = None) -> None:
         """Trace ``line``; ``event`` counts a path of the contract the program reached."""
@@ -148,10 +152,11 @@ class Rules:
             self.advance(op.seconds)
             return None
         if isinstance(op, o.SetOwner):
+            self.lifecycle.owner_set(req)
             return view_ops.set_owner(req.held, self.owner_name(op.owner))
         if isinstance(op, o.SetExpiry):
             return view_ops.set_expiry(req.held, op, self.now)
-        return view_ops.apply(req.held, op)
+        return merges.apply(req.held, op)
 
     def _store_op(self, req: RequestModel, op: o.Op | None) -> Any:
         held = req.held
@@ -165,6 +170,8 @@ class Rules:
             else:
                 self._merge(req, rotate=True)
         elif isinstance(op, o.Flush):
+            if held.rid is not None:
+                self.lifecycle.ended(req, "flushed", held.rid, held.owner)
             if held.rid is not None and not self.cookie_store:
                 self.records[held.rid].deleted = True
                 self.note(f"R{req.number} flushes #{held.rid}", "flush")
@@ -191,6 +198,7 @@ class Rules:
         if record is not None and record.alive(self.now) and record.owner == owner:
             record.deleted = True
             self.note(f"R{req.number} revokes {record.label()}", "revoke")
+            self.lifecycle.revoked(req, record.rid, owner, 1)
             return 1
         return 0
 
@@ -205,6 +213,7 @@ class Rules:
         self.note(
             f"R{req.number} revoke_all({owner}) ends {ended}", "revoke_all" if ended else None
         )
+        self.lifecycle.revoked(req, None, owner, ended)
         return ended
 
     def listing(self, owner: str | None) -> list[list[Any]]:
@@ -279,7 +288,9 @@ class Rules:
         held = req.held
         record = self._new_record(copy.deepcopy(held.local), held.owner, held.expiry, self.now)
         record.slot_owner = held.owner
+        held.seen.update((key, encoded(value)) for key, value in held.local.items())
         held.rid = record.rid
+        self.lifecycle.wrote(req, None, record.rid, new_key=False)
         self._wrote(req, record)
         self.note(
             f"R{req.number} creates {record.label()} {record.data} owner={record.owner}", "create"
@@ -295,11 +306,29 @@ class Rules:
             self._gone(req)
             return
         sets, removed = held.changes()
-        changed = bool(sets or removed or held.replace or held.owner_changed or held.expiry_changed)
+        merging = {}
+        if not (self.cookie_store or held.replace):
+            merging = merges.merges_of(held, held.nested_changes())
+            for key in merging:
+                sets.pop(key, None)
+                removed.discard(key)
+        changed = bool(
+            sets or removed or merging or held.replace or held.owner_changed or held.expiry_changed
+        )
         data = {} if held.replace else copy.deepcopy(record.data)
         for key in removed:
             data.pop(key, None)
         data.update(sets)
+        for kind in merges.raced(record.data, held.seen, merging):
+            self.events[kind] += 1
+        merges.applied(data, merging)
+        if merging:
+            self.note(f"R{req.number} merges {merging}", "merge-same-key")
+        for key in (*sets, *merging):
+            if key in held.local:
+                held.seen[key] = encoded(held.local[key])
+            else:
+                held.seen.pop(key, None)
         # "owner/expiry only if changed here"
         owner = held.owner if held.owner_changed else record.owner
         expiry = held.expiry if held.expiry_changed else record.expiry
@@ -327,6 +356,7 @@ class Rules:
         held.rid = target.rid
         if rotate:
             held.rotated = True
+        self.lifecycle.wrote(req, record.rid, target.rid, new_key=new_key and server)
         self._wrote(req, target)
         verb = "rotates into" if rotate else ("moves into" if move else "writes")
         event = "rotate" if rotate else ("move" if move else ("merge" if changed else "renewal"))
@@ -347,6 +377,8 @@ class Rules:
         if self.now >= req.held.known_expires_at:
             # "expired": nothing saved, local data dropped, cookie deleted
             self.note(f"R{req.number} save: record expired -> dropped", "expired")
+            if req.held.rid is not None:
+                self.lifecycle.ended(req, "expired", req.held.rid, req.held.owner)
             req.held.drop()
             req.removal = True
             return

@@ -6,7 +6,11 @@
 -- name after the key prefix), new member, now, create, replace, owner changed, owner,
 -- expiry changed, expiry, default expires-at (already capped), cap, created-at, seal,
 -- default expires-at in whole milliseconds, number of deleted keys, the deleted fields,
--- then field/value pairs to set. Flags are '1' or '0'; owner and expiry are '-' (none)
+-- the number of merge arguments and the merges, then field/value pairs to set. A merge
+-- (asgi_sessions.stores.base.merge_value, which this mirrors) is field, 'i', delta (a
+-- counter) or field, 'l', #seen, #appended, the seen items, the appended items (a list
+-- used as a queue), items as the serializer's JSON texts: spliced as text, never decoded
+-- and encoded again (cjson would write numbers and empty arrays differently). Flags are '1' or '0'; owner and expiry are '-' (none)
 -- or '+' .. value; cap is '' (none) or a timestamp. The defaults come precomputed as
 -- text because string.format('%.17g') is the costliest line here (measured: ~3.5 us).
 -- seal: the merge for a move to another cluster slot (asgi_sessions.stores.redis_layout):
@@ -77,6 +81,85 @@ if not rewrite then
   end
 end
 i = 17 + ndel
+local nmerge = tonumber(ARGV[i])
+local merged_away = false
+if nmerge > 0 then
+  -- The top-level items of a compact JSON array, as text; nil if it is not one.
+  local function split(text)
+    if string.sub(text, 1, 1) ~= '[' then return nil end
+    local items = {}
+    if text == '[]' then return items end
+    local depth, start, p, n = 0, 2, 2, #text
+    while p <= n do
+      p = string.find(text, '[%[%]{}",]', p)
+      if not p then return nil end
+      local c = string.sub(text, p, p)
+      if c == '"' then
+        -- to the closing quote, past escaped characters
+        p = p + 1
+        repeat
+          p = string.find(text, '["\\]', p)
+          if not p then return nil end
+          if string.sub(text, p, p) == '\\' then p = p + 2 else break end
+        until false
+      elseif c == '[' or c == '{' then
+        depth = depth + 1
+      elseif c == ',' then
+        if depth == 0 then items[#items + 1] = string.sub(text, start, p - 1); start = p + 1 end
+      elseif depth == 0 then
+        if c ~= ']' or p ~= n then return nil end
+        items[#items + 1] = string.sub(text, start, p - 1)
+        return items
+      else
+        depth = depth - 1
+      end
+      p = p + 1
+    end
+    return nil
+  end
+  local j = i + 1
+  local last = i + nmerge
+  while j <= last do
+    local field, kind = ARGV[j], ARGV[j + 1]
+    local stored = redis.call('HGET', key, field)
+    local value = stored
+    if kind == 'i' then
+      if not stored then
+        value = ARGV[j + 2]
+      elseif string.match(stored, '^%-?%d+$') then
+        value = string.format('%.0f', tonumber(stored) + tonumber(ARGV[j + 2]))
+      end
+      j = j + 3
+    else
+      local nseen, nappend = tonumber(ARGV[j + 2]), tonumber(ARGV[j + 3])
+      local first = j + 4
+      local items = {}
+      if stored then items = split(stored) end
+      if items then
+        -- Drop the longest tail of what this request saw that still leads the list.
+        local drop = 0
+        for k = math.min(nseen, #items), 1, -1 do
+          local same = true
+          for m = 1, k do
+            if items[m] ~= ARGV[first + nseen - k + m - 1] then same = false; break end
+          end
+          if same then drop = k; break end
+        end
+        local out = {}
+        for m = drop + 1, #items do out[#out + 1] = items[m] end
+        for m = first + nseen, first + nseen + nappend - 1 do out[#out + 1] = ARGV[m] end
+        if #out == 0 then value = false else value = '[' .. table.concat(out, ',') .. ']' end
+      end
+      j = first + nseen + nappend
+    end
+    if not value then
+      if stored then redis.call('HDEL', key, field); merged_away = true end
+    elseif value ~= stored then
+      redis.call('HSET', key, field, value)
+    end
+  end
+end
+i = i + nmerge + 1
 local nset = #ARGV - i + 1
 -- Few keys (the usual save) go out with the metadata in one HSET below; many in chunks.
 local pairs_left = {}
@@ -96,7 +179,7 @@ end
 
 -- Emptiness is decided here, after the merge: only a record with no key left goes (a
 -- concurrent request may have added one since this one loaded).
-if nset == 0 and (replace or ndel > 0) then
+if nset == 0 and (replace or ndel > 0 or merged_away) then
   local left = 0
   if not replace then
     local meta = 3
