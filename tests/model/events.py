@@ -2,7 +2,7 @@
 
 The rules (rules.py) tell ``Lifecycle`` each transition as it applies it: a create, a
 rotation or cluster move, an owner change written, a flush of a session the request
-held, a revoke that ended something, a save that found its record expired. The harness
+held, a revoke that ended something, a save or a load that found its record expired. The harness
 registers a recording ``on_event`` handler and, after every round (retries included),
 compares what each request's handlers saw with what the model expects, in order.
 
@@ -25,6 +25,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
+
+from asgi_sessions.events import store_kind
+from asgi_sessions.stores.base import hash_key
+from tests.model.scheduler import current_request
 
 REVOKES = frozenset({"revoke", "revoke_all"})
 
@@ -74,6 +78,20 @@ class Lifecycle:
         """``flushed`` / ``expired`` of the record the request held."""
         self._add(req, kind, rid, owner)
 
+    def loaded_expired(self, req: Any, record: Any) -> bool:
+        """A load met ``record`` past its end (not deleted): ``expired`` where the store
+        tells expired from missing (README, "expired (load)"): SQLite every time, memory
+        while the record is still in its dict (any read of it, the checker's included,
+        drops it), never on Redis (it deleted the record itself), PostgreSQL or cookies."""
+        if record.deleted or record.key is None:
+            return False
+        store = current_request.get().harness.store  # the request loading it, now
+        kind = store_kind(store)
+        if kind == "sqlite" or (kind == "memory" and hash_key(record.key) in store._records):
+            self._add(req, "expired", record.rid, record.owner)
+            return True
+        return False
+
     def revoked(self, req: Any, rid: int | None, owner: str | None, count: int) -> None:
         if count:
             self._add(req, "revoked", rid, owner, count=count)
@@ -102,11 +120,11 @@ class Lifecycle:
         """Compare the handlers' events (``(request number, SessionEvent)``) with the model's;
         both are consumed."""
 
-        def pid(rid: int | None) -> str | None:
+        def pid(rid: int | None) -> Any:
             if rid is None or public_id is None:
                 return None
             key = records[rid].key
-            return public_id(key) if key is not None else f"<#{rid}, key never seen>"
+            return public_id(key) if key is not None else _Unseen(rid)
 
         got: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
         for number, event in seen:
@@ -136,3 +154,20 @@ class Lifecycle:
         seen.clear()
         self.expected.clear()
         return found
+
+
+class _Unseen:
+    """The public id of a record whose key no response ever showed (an import's K that a
+    concurrent request rotated away before any cookie named it): any id matches, since
+    the model cannot derive it; the event's type, owners and count are still compared."""
+
+    def __init__(self, rid: int) -> None:
+        self.rid = rid
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<#{self.rid}, key never seen>"
