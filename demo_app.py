@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from html import escape as e
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from starlette.applications import Starlette
@@ -493,6 +494,74 @@ async def revoke_others(request: Request, session: Session, data: dict[str, str]
     return see_other("/sessions")
 
 
+# -- metrics (the [otel] extra) -----------------------------------------------------------
+
+
+def metrics_reader() -> tuple[Any, Any] | None:
+    """``(an in-memory metric reader, Telemetry)`` when ``asgi-server-sessions[otel]`` and
+    ``opentelemetry-sdk`` are installed; ``None`` otherwise (``make run`` installs neither,
+    and then nothing from OpenTelemetry is imported)."""
+    try:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        from asgi_sessions.telemetry import Telemetry
+    except ImportError:
+        return None
+    reader = InMemoryMetricReader()
+    return reader, Telemetry(meter_provider=MeterProvider(metric_readers=[reader]))
+
+
+METRICS = metrics_reader()
+SHORT = {
+    "db.operation.name": "operation",
+    "asgi_sessions.event.type": "event",
+    "http.response.status_code": "status",
+    "error.type": "error",
+}
+
+
+async def metrics_demo(request: Request) -> Response:
+    session = await request.state.session
+    if METRICS is None:
+        body = (
+            "<p>Metrics need OpenTelemetry, which <code>make run</code> does not install: "
+            "<code>.venv/bin/pip install '.[otel]' opentelemetry-sdk</code>, then restart "
+            "the demo and click around.</p>"
+        )
+        return render(session, "Session metrics", body)
+    reader = METRICS[0]
+    rows = []
+    data = reader.get_metrics_data()
+    for resource in data.resource_metrics if data is not None else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    labels = ", ".join(
+                        f"{SHORT.get(k, k)}={v}"
+                        for k, v in sorted(point.attributes.items())
+                        if k != "asgi_sessions.store"  # always "sqlite" here
+                    )
+                    if hasattr(point, "bucket_counts"):  # a histogram: count and mean
+                        mean = point.sum / point.count if point.count else 0.0
+                        shown = f"{mean * 1000:.2f} ms" if metric.unit == "s" else f"{mean:.0f} B"
+                        value = f"{point.count} (mean {shown})"
+                    else:
+                        value = str(point.value)
+                    rows.append(
+                        f"<tr><td><code>{e(metric.name.removeprefix('asgi_sessions.'))}</code>"
+                        f"</td><td>{e(labels)}</td><td>{e(value)}</td></tr>"
+                    )
+    body = (
+        "<p>What the session layer recorded since the demo started (an in-memory reader; "
+        "in production, an exporter sends these to your metrics backend).</p>"
+        "<table id='metrics'><tr><th>metric</th><th>attributes</th><th>value</th></tr>"
+        + ("".join(rows) or "<tr><td colspan=3>nothing yet: click around</td></tr>")
+        + "</table>"
+    )
+    return render(session, "Session metrics", body)
+
+
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     # We created the store, so we close it (the middleware closes only stores it made).
@@ -521,10 +590,18 @@ routes = [
     Route("/sessions", sessions_page),
     Route("/sessions/revoke", post(revoke), methods=["POST"]),
     Route("/sessions/revoke-others", post(revoke_others), methods=["POST"]),
+    Route("/metrics-demo", metrics_demo),
 ]
 
 app = Starlette(
     routes=routes,
-    middleware=[Middleware(SessionMiddleware, secret_key=SECRET_KEY, store=store)],
+    middleware=[
+        Middleware(
+            SessionMiddleware,
+            secret_key=SECRET_KEY,
+            store=store,
+            telemetry=METRICS[1] if METRICS is not None else None,
+        )
+    ],
     lifespan=lifespan,
 )

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from .stores.base import Store
+    from .stores.base import Store, StoredSession
 
 __all__ = ["EventType", "SessionEvent", "SessionEvents"]
 
@@ -34,6 +34,24 @@ Handler = Callable[["SessionEvent"], Awaitable[None]]
 # A store method that calls another observed one (a subclass's revoke calling super())
 # reports once: only the outermost call fires.
 _observing: ContextVar[bool] = ContextVar("asgi_sessions_observing", default=False)
+
+# A session loading with handlers puts a list here; a store's read that finds the record
+# expired rather than missing adds the record's owner to it (read_found_expired). Stores
+# call that only on their expired branch, so a live load pays nothing.
+_expired_reads: ContextVar[list[str | None] | None] = ContextVar(
+    "asgi_sessions_expired_reads", default=None
+)
+
+
+def read_found_expired(owner: str | None) -> None:
+    """Called by a store's ``read`` that found its record expired, not missing.
+
+    A store that can tell the two apart in the read it makes anyway (memory, SQLite)
+    calls it; the session loading that record then fires ``expired``.
+    """
+    found = _expired_reads.get()
+    if found is not None:
+        found.append(owner)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +89,9 @@ class SessionEvents:
             ``rotate_on_owner_change``; Spring's ``SessionIdChangedEvent``).
         on_flushed: ``session.flush()`` deleted it (logout; Spring's ``SessionDeletedEvent``).
         on_revoked: ``store.revoke()`` / ``revoke_all()`` ended sessions (``count``).
-        on_expired: a save found the session expired, or ``clear_expired()`` removed a batch
-            of expired records (``count``; Spring's ``SessionExpiredEvent``).
+        on_expired: a load or a save found the session expired (a load: on the stores
+            that can tell, see the README), or ``clear_expired()`` removed a batch of
+            expired records (``count``; Spring's ``SessionExpiredEvent``).
         on_event: called for every event, after the specific handler.
         strict: let a handler's exception propagate (the request fails with it) instead
             of logging it and going on.
@@ -175,6 +194,18 @@ class Observer:
         self.owner_before: str | None = None
         """The owner when the request first changed it since its last write."""
 
+    async def load(self, store: Store, key: str) -> StoredSession | None:
+        """``store.load(key)``, firing ``expired`` if the store saw the record expired."""
+        found: list[str | None] = []
+        token = _expired_reads.set(found)
+        try:
+            record = await store.load(key)
+        finally:
+            _expired_reads.reset(token)
+        if record is None and found:
+            await self.fire(store, "expired", _public_id(store, key), found[-1])
+        return record
+
     async def wrote(
         self,
         store: Store,
@@ -187,6 +218,8 @@ class Observer:
         """A write of the session returned: created, rotated, owner changed."""
         if not alive:
             return  # the merge left nothing, so the store deleted the record
+        if old_key is not None and new_key == old_key and not owner_changed:
+            return  # a plain merge: nothing to tell (and no id worth hashing)
         public_id = _public_id(store, new_key)
         if old_key is None:
             await self.fire(store, "created", public_id, owner)

@@ -166,7 +166,11 @@ class Session(DjangoAsyncAPI, TrackedDict):
             if key is not None:
                 new_key, old_key = split_pending(key)
                 if old_key is None:
-                    record = await self._config.store.load(key)
+                    store, observer = self._config.store, self._observer
+                    # With handlers, a load that finds the record expired fires "expired".
+                    record = await (
+                        store.load(key) if observer is None else observer.load(store, key)
+                    )
                 else:
                     key, record = await self._resolve_pending(new_key, old_key)
             if record is not None:

@@ -24,6 +24,7 @@ MEMORY_ONLY = "bare,starlette,starsessions-memory,ours-memory,ours-cookie"
         ["inprocess", "--only", MEMORY_ONLY, "--rounds", "2", "--per-round", "5"],
         ["cookie", "--rounds", "2", "--requests", "5"],
         ["lost-updates", "--stores", "memory", "--trials", "3"],
+        ["observability", "--rounds", "2", "--per-round", "5"],
     ],
     ids=lambda argv: argv[0],
 )

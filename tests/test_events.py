@@ -270,6 +270,42 @@ async def test_expired_fires_for_a_save_that_finds_it_expired_and_for_purges(
         assert recorder.seen == []
 
 
+async def test_expired_fires_for_a_load_that_finds_it_expired_where_the_store_can_tell(
+    any_store: Store, clock: FakeClock
+) -> None:
+    recorder = Recorder()
+    kind = store_kind(any_store)
+
+    async def peek(session: Session, request: Request) -> Any:
+        return {"n": session.get("n")}  # loads, writes nothing
+
+    handlers = {"in": sign_in, "peek": peek, "touch": touch}
+    application = app_with(any_store, handlers, events=recorder.events, max_age=100)
+    async with client_for(application) as client:
+        cookie = (await client.post("/in?as=ada")).cookies["session"]
+        public_id = public_id_of(any_store, cookie)
+        clock.advance(200)
+        recorder.clear()
+        assert (await client.get("/untouched", headers=sent(cookie))).status_code == 200
+        assert recorder.seen == []  # nobody loaded it: nothing observed
+        for _ in range(2):
+            response = await client.post("/peek", headers=sent(cookie))
+            assert response.json() == {"n": None}  # a fresh session, as before
+        fired = ("expired", public_id, "ada", 1)
+        loads = [(e.type, e.public_id, e.owner, e.count) for e in recorder.seen]
+        # memory: once (its read drops the record); SQLite: every load until
+        # clear_expired() removes it; Redis deleted it itself, so missing and expired look
+        # the same; PostgreSQL and the cookie store do not tell them apart on load.
+        times = {"memory": 1, "sqlite": 2}.get(kind, 0)
+        assert loads == [fired] * times
+        assert all(e.scope is not None and e.scope["path"] == "/peek" for e in recorder.seen)
+        client.cookies.clear()
+        recorder.clear()
+        await client.post("/touch")
+        await client.post("/peek", headers=sent("x" * 40 + ".forged"))
+        assert recorder.kinds() == ["created"]  # a missing record is not an expired one
+
+
 async def test_nothing_fires_for_a_400_a_5xx_or_a_write_that_raised(store: Store) -> None:
     recorder = Recorder()
 

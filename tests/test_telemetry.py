@@ -219,3 +219,50 @@ def test_telemetry_without_the_extra_says_how_to_install_it(
     monkeypatch.setitem(sys.modules, "opentelemetry", None)
     with pytest.raises(MissingDependency, match=r"\[otel\]"):
         Telemetry()
+
+
+def _fresh_demo(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Any:
+    """demo_app imported anew, its sessions in ``tmp_path`` (it builds its store on import)."""
+    import importlib
+
+    monkeypatch.setenv("DEMO_SESSIONS_DB", str(tmp_path / "demo.sqlite3"))
+    monkeypatch.delitem(sys.modules, "demo_app", raising=False)
+    return importlib.import_module("demo_app")
+
+
+async def test_the_demo_metrics_page_summarises_what_the_session_layer_recorded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    demo = _fresh_demo(monkeypatch, tmp_path)
+    assert demo.METRICS is not None  # the dev environment has the extra and the SDK
+    try:
+        async with client_for(demo.app) as client:
+            await client.get("/")  # creates a session (its CSRF token)
+            await client.get("/")  # loads it
+            page = (await client.get("/metrics-demo")).text
+    finally:
+        await demo.store.aclose()
+    assert "<h1>Session metrics</h1>" in page
+    for row in ("store.operation.duration", "operation=load", "operation=create", "event=created"):
+        assert row in page, row
+    assert "key" not in page.partition("id='metrics'")[2].partition("</table>")[0].lower()
+
+
+async def test_the_demo_runs_without_opentelemetry_and_says_how_to_see_metrics(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    for name in [n for n in sys.modules if n.startswith("opentelemetry")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)  # import fails, as uninstalled
+    monkeypatch.delitem(sys.modules, "asgi_sessions.telemetry", raising=False)
+    demo = _fresh_demo(monkeypatch, tmp_path)
+    assert demo.METRICS is None
+    try:
+        async with client_for(demo.app) as client:
+            assert (await client.get("/")).status_code == 200
+            page = await client.get("/metrics-demo")
+    finally:
+        await demo.store.aclose()
+    assert page.status_code == 200
+    assert "pip install '.[otel]' opentelemetry-sdk" in page.text
+    assert not [n for n in sys.modules if n.startswith("opentelemetry.")]

@@ -6,6 +6,7 @@ import sys
 import time
 
 from ..errors import ImproperlyConfigured, KeyCollision, SessionInterrupted
+from ..events import read_found_expired
 from ..expiry import resolve_expires_at
 from .base import (
     Clock,
@@ -102,7 +103,12 @@ class MemoryStore(Store):
         # replaces records rather than changing one in place.
         if self._closed:
             self._require_open()
-        return self._live(store_id)
+        record = self._records.get(store_id)
+        if record is not None and record.expires_at <= self.clock():
+            self._drop(store_id)
+            read_found_expired(record.owner)  # once: the record is gone from now on
+            return None
+        return record
 
     async def write(self, store_id: str, change: SessionWrite) -> WriteOutcome:
         current, record = self._merge(store_id, change)

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from ..errors import KeyCollision, SessionInterrupted, SessionStoreError
+from ..events import read_found_expired
 from ..expiry import resolve_expires_at
 from .base import (
     IMPORT_MARKER_KEY,
@@ -63,10 +64,12 @@ CREATE TABLE session_data (
 ) WITHOUT ROWID;
 """
 
+# An expired record still answers, as one row without data: the same lookup tells
+# "expired" from "missing" (for the expired event) and reads no data of a dead session.
 _LOAD = """
 SELECT s.created_at, s.updated_at, s.expires_at, s.expiry, s.owner, d.key, d.value
-FROM sessions AS s LEFT JOIN session_data AS d ON d.sid = s.id
-WHERE s.id = ? AND s.expires_at > ?
+FROM sessions AS s LEFT JOIN session_data AS d ON d.sid = s.id AND s.expires_at > ?
+WHERE s.id = ?
 """
 _PUT = "INSERT OR REPLACE INTO session_data (sid, key, value) VALUES (?, ?, ?)"
 _DROP_KEY = "DELETE FROM session_data WHERE sid = ? AND key = ?"
@@ -245,12 +248,15 @@ class SQLiteStore(Store):
         now = self.clock()
 
         def load(conn: sqlite3.Connection) -> list[Any]:
-            return conn.execute(_LOAD, (store_id, now)).fetchall()
+            return conn.execute(_LOAD, (now, store_id)).fetchall()
 
         rows = await self._run("load a session", load)
         if not rows:
             return None
         created_at, updated_at, expires_at, expiry, owner = rows[0][:5]
+        if expires_at <= now:
+            read_found_expired(owner)
+            return None
         return StoredSession(
             data={row[5]: row[6] for row in rows if row[5] is not None},
             expires_at=expires_at,

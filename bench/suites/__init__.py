@@ -22,6 +22,7 @@ SUITES = {
     "nested": "bench.suites.nested",
     "many-clients": "bench.suites.many_clients",
     "soak": "bench.suites.soak",
+    "observability": "bench.suites.observability",
     "profile": "bench.suites.profile",
 }
 
@@ -41,6 +42,7 @@ FULL: list[list[str]] = [
     ["lost-updates"],
     ["rolling"],
     ["nested"],
+    ["observability"],
     ["many-clients"],
     ["soak", "--minutes", "1", "--every", "15"],
 ]

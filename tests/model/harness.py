@@ -242,7 +242,10 @@ class Harness:
                 stop=lambda: bool(self.model.divergences),
             )
             seen = getattr(retry, "seen", None)
-            if seen is not None and seen.status == 200 and retry.model.loaded:
+            latest = self.model.faulted.get(failed.spec.client) == failed.number
+            if seen is not None and seen.status == 200 and retry.model.loaded and latest:
+                # The retry of the client's latest fault (an earlier one's retry proves
+                # nothing about the cookie a later fault gave).
                 self.model.retried.add(failed.spec.client)
             if self.model.divergences:
                 break

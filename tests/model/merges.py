@@ -94,6 +94,25 @@ def local_ops(keys: tuple[str, ...]) -> list[tuple[int, list[o.Op]]]:
     ]
 
 
+# A merge round (program.py): one client's requests all load the session before any of
+# them saves, and change the same list (the first key) and counter (the second key).
+# (weight, ops) rows as above; a setup request first stores one of ``ROUND_LISTS``.
+ROUND_LISTS: tuple[list[int] | None, ...] = ([300, 301], [300, 301, 302], [300], [], None)
+
+
+def round_ops(keys: tuple[str, ...]) -> list[tuple[int, list[o.Op]]]:
+    queue, counter = keys[0], keys[1]
+    return [
+        (5, [Append(queue, item) for item in range(100, 200)]),
+        (4, [Consume(queue, count) for count in (1, 2)]),
+        (1, [o.Pop(queue)]),
+        (1, [EditMid(queue, item) for item in range(200, 210)]),
+        (1, [o.Set(queue, [300]), o.Set(queue, []), o.Set(counter, "x")]),
+        (5, [Increment(counter, by) for by in (1, 2, -1)]),
+        (1, [Increment(queue, 1)]),
+    ]
+
+
 # -- the real session (harness) -----------------------------------------------------
 
 

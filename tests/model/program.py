@@ -3,10 +3,13 @@
 A program is: middleware options, a few clients (browsers, each with a cookie jar), and
 rounds. A round waits ``pause`` seconds (the clock moves), then runs its requests
 concurrently; the first rounds log clients in one at a time, the later ones race 2-5
-requests. Each request runs a list of ops on the session, and carries its own
-``delays``: (n, steps) pairs saying that at its n-th gate it lets that many scheduling
-steps pass before it may go on (see scheduler.py). No delays is "one request after the
-other"; shrinking drops delays and requests without disturbing the others' interleaving.
+requests. On server stores, half the programs also have a merge round (issue 23): 2-4
+requests of one client that append to, consume from and increment the same list and
+counter, mostly each loading before any of them saves (``_merge_rounds``). Each
+request runs a list of ops on the session, and carries its own ``delays``: (n, steps)
+pairs saying that at its n-th gate it lets that many scheduling steps pass before it may
+go on (see scheduler.py). No delays is "one request after the other"; shrinking drops
+delays and requests without disturbing the others' interleaving.
 
 Values come from small pools so that requests collide on the same keys and owners.
 """
@@ -266,6 +269,59 @@ def _request(
 _delays = st.lists(_ints(0, 29), max_size=3)
 
 
+@functools.cache
+def _merge_table(skip: frozenset[str]) -> tuple[tuple[Op, ...], ...]:
+    """program's _op_table for a merge round's ops (merges.round_ops)."""
+    return tuple(
+        tuple(ops)
+        for weight, ops in merges.round_ops(KEYS)
+        if type(ops[0]).__name__ not in skip
+        for _ in range(weight)
+    )
+
+
+# A merge round's waits, at a request's first op (after its load) or at its response
+# (before its save): mostly long enough for all the others to load first (two steps
+# each), so that every save but the first races; now and then shorter or none, so that
+# some load after an earlier one saved. The random rounds cover requests that overlap
+# less.
+MERGE_WAITS = (8, 16, 24, 4, 0)
+
+
+def _merge_rounds(
+    draw: st.DrawFn, clients: int, olds: Any, ops_drawn: st.SearchStrategy[list[Op]]
+) -> list[Round]:
+    """Issue 23: a setup request stores a list (and a counter), then 2-4 requests of the
+    same client append to, consume from and increment those keys at once, each loading
+    the session before some other one saves."""
+    # A client holding an old cookie gets a key that serves one request (imports.py):
+    # the round's requests would all rotate. Another client, or one more request first.
+    free = [client for client in range(clients) if client not in imports.holders(olds)]
+    client = _pick(draw, free or list(range(clients)))
+    setup: list[Op] = []
+    listed = _pick(draw, merges.ROUND_LISTS)
+    if listed is not None:
+        setup.append(Set(KEYS[0], listed))
+    counter = _pick(draw, (None, 0, 5))
+    if counter is not None:
+        setup.append(Set(KEYS[1], counter))
+    if not setup:
+        setup.append(Set(KEYS[2], 0))  # the session must exist for the round to share it
+    requests = []
+    for _ in range(draw(_ints(2, 4))):
+        ops = tuple(draw(ops_drawn))
+        # Gates: 1 start, 2 the load, 3.. the ops, then the response and the save.
+        gate = (3, 3 + len(ops))[draw(_ints(0, 1))]
+        steps = _pick(draw, MERGE_WAITS)
+        delays = ((gate, steps),) if steps else ()
+        status = 500 if draw(_ints(0, 9)) == 9 else 200
+        requests.append(Request(client, ops, True, status, delays))
+    rounds = [Round(0, (Request(client, tuple(setup), True, 200),))]
+    if not free:
+        rounds.append(Round(0, (Request(client, (Get(KEYS[0]),), True, 200),)))
+    return [*rounds, Round(0, tuple(requests))]
+
+
 def _draw_login(draw: st.DrawFn, client: int) -> Request:
     """A sequential first request that gives ``client`` a session."""
     ops: list[Op] = [Set(key, _pick(draw, VALUES)) for key in KEYS[: draw(_ints(1, 3))]]
@@ -318,7 +374,10 @@ def program_strategy(
     ops = st.lists(_op(table), max_size=4)
     requests = st.lists(_request(ops, "Save" not in skip), min_size=2, max_size=5)
     light = _request(st.lists(_op(table), max_size=1))
-    programs = _program(option_choices(accepted, dict(pinned)), requests, light, server=server)
+    merging = st.lists(_op(_merge_table(skip)), min_size=1, max_size=3) if server else None
+    programs = _program(
+        option_choices(accepted, dict(pinned)), requests, light, merging, server=server
+    )
     # Store faults (faults.py) on server stores: a cookie store has no store to fail.
     return _with_faults(programs) if server else programs
 
@@ -347,6 +406,7 @@ def _program(
     choices: dict[str, tuple[Any, ...]],
     requests_drawn: st.SearchStrategy[list[Request]],
     light_drawn: st.SearchStrategy[Request],
+    merging: st.SearchStrategy[list[Op]] | None = None,
     server: bool = False,
 ) -> Program:
     options = Options(**{name: _pick(draw, values) for name, values in choices.items()})
@@ -362,7 +422,14 @@ def _program(
         for _ in range(draw(_ints(2, 5))):
             request = replace(draw(light_drawn), client=client)
             rounds.append(Round(_pick(draw, ROLL_PAUSES), (request,)))
-    for _ in range(draw(_ints(1, 2))):
+    merged = merging is not None and draw(_ints(0, 1)) == 1
+    if merged:
+        assert merging is not None
+        rounds += _merge_rounds(draw, clients, olds, merging)
+        if True in choices["detect_nested_changes"]:
+            # Appends and consumes change lists in place: without detection nothing saves.
+            options = replace(options, detect_nested_changes=True)
+    for _ in range(draw(_ints(0, 1) if merged else _ints(1, 2))):
         pause = _pick(draw, PAUSES)
         requests = [replace(r, client=r.client % clients) for r in draw(requests_drawn)]
         rounds.append(Round(pause, tuple(requests)))

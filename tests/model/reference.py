@@ -135,6 +135,12 @@ class Model(Rules):
             self._apply(req, req.due.pop(0))
         else:
             self.note(f"R{req.number} store.{method} (no step of the model)")
+            if method == "load" and req.phase == "finish" and isinstance(req.cookie_rid, int):
+                # save_every_request loads an untouched session for a 5xx too (renewing
+                # nothing): an expired record it meets is observed all the same.
+                record = self.records[req.cookie_rid]
+                if not record.alive(self.now):
+                    self.lifecycle.loaded_expired(req, record)
 
     def _settle(self, req: RequestModel) -> None:
         """The phase ends: effects it owes that no store call carried happen now."""
@@ -171,7 +177,8 @@ class Model(Rules):
             held.updated_at = record.updated_at
             self.note(f"R{req.number} loads {record.label()} {record.data}")
         else:
-            self.note(f"R{req.number} loads a fresh session")
+            seen = record is not None and self.lifecycle.loaded_expired(req, record)
+            self.note(f"R{req.number} loads a fresh session", "expired-load" if seen else None)
 
     def begin_op(self, req: RequestModel, op: o.Op) -> None:
         self._settle(req)
