@@ -159,3 +159,32 @@ def session_write(
         expiry=None if expiry is _UNCHANGED else expiry,
         expiry_changed=expiry is not _UNCHANGED,
     )
+
+
+async def run_websocket(app: Any, path: str, cookie: str) -> list[dict[str, Any]]:
+    """Connect to ``path`` with the session cookie, let the handler run to its close, and
+    return the messages it sent (``type`` and ``text`` only)."""
+    scope = {
+        "type": "websocket",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "scheme": "ws",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), (b"cookie", f"session={cookie}".encode())],
+        "subprotocols": [],
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+        "asgi": {"version": "3.0"},
+    }
+    incoming = [{"type": "websocket.connect"}]
+    sent_messages: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0) if incoming else {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent_messages.append(message)
+
+    await app(scope, receive, send)
+    return [{k: v for k, v in m.items() if k in ("type", "text")} for m in sent_messages]

@@ -26,7 +26,7 @@ from asgi_sessions import (
     store_from_url,
 )
 from asgi_sessions.cookies import Signer, cookie_values
-from tests.support import SECRET, app_with, client_for, cookie_value, sent
+from tests.support import SECRET, app_with, client_for, cookie_value, run_websocket, sent
 
 
 async def set_user(session: Session, request: Request) -> Any:
@@ -273,40 +273,13 @@ async def test_websocket_handlers_can_load_and_save(store: Store) -> None:
     app.router.routes.append(WebSocketRoute("/ws", ws))
     async with client_for(app) as client:
         cookie = cookie_value(await client.get("/set"))
-    messages = await _run_websocket(app, "/ws", cookie)
+    messages = await run_websocket(app, "/ws", cookie)
     assert messages[1] == {"type": "websocket.send", "text": '{"user":"alice","from_ws":"alice"}'}
     async with client_for(app) as client:
         assert (await client.get("/read", headers=sent(cookie))).json() == {
             "user": "alice",
             "from_ws": "alice",
         }
-
-
-async def _run_websocket(app: Any, path: str, cookie: str) -> list[dict[str, Any]]:
-    scope = {
-        "type": "websocket",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "scheme": "ws",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver"), (b"cookie", f"session={cookie}".encode())],
-        "subprotocols": [],
-        "client": ("127.0.0.1", 1),
-        "server": ("testserver", 80),
-        "asgi": {"version": "3.0"},
-    }
-    incoming = [{"type": "websocket.connect"}]
-    sent_messages: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return incoming.pop(0) if incoming else {"type": "websocket.disconnect", "code": 1000}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent_messages.append(message)
-
-    await app(scope, receive, send)
-    return [{k: v for k, v in m.items() if k in ("type", "text")} for m in sent_messages]
 
 
 async def test_lifespan_and_other_scopes_pass_straight_through() -> None:

@@ -28,7 +28,7 @@ from starlette.websockets import WebSocket
 
 from asgi_sessions import Session, Store
 from tests.clock import FakeClock
-from tests.support import StoreSpy, app_with, client_for
+from tests.support import StoreSpy, app_with, client_for, run_websocket
 
 _MAX_AGE = re.compile(r"Max-Age=(-?\d+)", re.IGNORECASE)
 
@@ -278,28 +278,7 @@ async def test_a_websocket_handler_that_saves_then_changes_a_held_list_saves_it_
     app.router.routes.append(WebSocketRoute("/ws", ws))
     async with client_for(app) as client:
         cookie = (await client.get("/seed")).headers["set-cookie"].split(";")[0].split("=", 1)[1]
-        scope = {
-            "type": "websocket",
-            "path": "/ws",
-            "raw_path": b"/ws",
-            "root_path": "",
-            "scheme": "ws",
-            "query_string": b"",
-            "headers": [(b"host", b"testserver"), (b"cookie", f"session={cookie}".encode())],
-            "subprotocols": [],
-            "client": ("127.0.0.1", 1),
-            "server": ("testserver", 80),
-            "asgi": {"version": "3.0"},
-        }
-        incoming = [{"type": "websocket.connect"}]
-
-        async def receive() -> dict[str, Any]:
-            return incoming.pop(0) if incoming else {"type": "websocket.disconnect", "code": 1000}
-
-        async def send(message: dict[str, Any]) -> None:
-            pass
-
-        await app(scope, receive, send)
+        await run_websocket(app, "/ws", cookie)
         if store.keeps_data_in_cookie:
             return  # no response carries the new cookie: the data cannot reach the browser
         client.cookies.clear()
