@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import ImproperlyConfigured
+from .middleware import session_in
 from .session import Session
 
 try:
@@ -24,10 +24,6 @@ __all__ = ["provide_session"]
 
 async def provide_session(request: Request[Any, Any, Any]) -> Session:
     """The loaded session: ``dependencies={"session": Provide(provide_session)}`` in Litestar."""
-    session = request.scope.get("session")
-    if not isinstance(session, Session):
-        raise ImproperlyConfigured(
-            "No session on this request: add SessionMiddleware to the app, e.g. "
-            "middleware=[DefineMiddleware(SessionMiddleware, secret_key=...)]."
-        )
-    return await session
+    return await session_in(
+        request.scope, "middleware=[DefineMiddleware(SessionMiddleware, secret_key=...)]"
+    )

@@ -468,12 +468,17 @@ def _vary_on_cookie(headers: list[tuple[bytes, bytes]]) -> bool:
     return no_cache_control
 
 
-async def get_session(request: HTTPConnection) -> Session:
-    """The loaded session: ``session: Session = Depends(get_session)`` in FastAPI."""
-    session = request.scope.get("session")
+def session_in(scope: Any, how_to_add: str) -> Session:
+    """The request's (not yet loaded) session, or an error that says how to add the
+    middleware (``how_to_add``: the framework's own spelling)."""
+    session = scope.get("session")
     if not isinstance(session, Session):
         raise ImproperlyConfigured(
-            "No session on this request: add SessionMiddleware to the app, e.g. "
-            "app.add_middleware(SessionMiddleware, secret_key=...)."
+            f"No session on this request: add SessionMiddleware to the app, e.g. {how_to_add}."
         )
-    return await session
+    return session
+
+
+async def get_session(request: HTTPConnection) -> Session:
+    """The loaded session: ``session: Session = Depends(get_session)`` in FastAPI."""
+    return await session_in(request.scope, "app.add_middleware(SessionMiddleware, secret_key=...)")
