@@ -8,6 +8,7 @@ list_sessions) and a clock tick.
 
 from __future__ import annotations
 
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -127,6 +128,11 @@ BAD_VALUES: dict[str, tuple[Any, Any]] = {
     "lone surrogate": ("a", "\ud800"),
     "clashing keys": ("a", {1: "a", "1": "b"}),
     "a set": ("a", {1}),
+    # Issue 22, defects 8 and 10: PostgreSQL's text cannot hold NUL (every store refuses
+    # it alike), and a dict subclass with clashing keys would lose one of them.
+    "NUL in the key": ("a\x00b", "x"),
+    "clashing keys in an OrderedDict": ("a", OrderedDict([(1, "a"), ("1", "b")])),
+    "clashing keys in a nested Counter": ("a", [Counter({1: 1, "1": 2})]),
 }
 
 
