@@ -5,9 +5,11 @@ The names, units and attributes are pinned here: a rename is a visible, delibera
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -59,11 +61,11 @@ class Readers:
     def __init__(self) -> None:
         self.metrics = InMemoryMetricReader()
         self.spans = InMemorySpanExporter()
-        tracer_provider = TracerProvider()
-        tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
         self.telemetry = Telemetry(
             meter_provider=MeterProvider(metric_readers=[self.metrics]),
-            tracer_provider=tracer_provider,
+            tracer_provider=self.tracer_provider,
         )
 
     def points(self) -> dict[str, list[tuple[str, dict[str, Any], Any]]]:
@@ -201,6 +203,163 @@ async def test_store_errors_and_503s_are_counted_with_the_error_type(readers: Re
     (span,) = readers.spans.get_finished_spans()
     assert span.name == "asgi_sessions.load"
     assert span.status.status_code.name == "ERROR"
+
+
+async def test_store_spans_are_children_of_the_current_span(readers: Readers) -> None:
+    store = MemoryStore()
+    application = app_with(store, {"in": sign_in}, telemetry=readers.telemetry)
+    tracer = readers.tracer_provider.get_tracer("app")
+    async with client_for(application) as client:
+        with tracer.start_as_current_span("request") as request_span:
+            await client.post("/in")
+    span, request = readers.spans.get_finished_spans()  # a create (nothing to load)
+    assert (span.name, request.name) == ("asgi_sessions.create", "request")
+    assert span.parent is not None
+    assert span.parent.span_id == request_span.get_span_context().span_id
+
+
+class CallingOut(MemoryStore):
+    """A store whose reads call something else (a driver, with spans of its own)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current: list[Any] = []
+
+    async def read(self, store_id: str) -> Any:
+        from opentelemetry import trace
+
+        self.current.append(trace.get_current_span())
+        return await super().read(store_id)
+
+
+async def test_a_driver_s_spans_nest_under_the_store_call_s_span(readers: Readers) -> None:
+    store = CallingOut()
+    application = app_with(store, {"in": sign_in}, telemetry=readers.telemetry)
+    async with client_for(application) as client:
+        await client.post("/in")
+        await client.post("/in")  # loads
+    (load,) = [s for s in readers.spans.get_finished_spans() if s.name == "asgi_sessions.load"]
+    assert [span.get_span_context() for span in store.current] == [load.get_span_context()]
+
+
+async def test_metrics_without_spans(store: Store) -> None:
+    reader, exporter = InMemoryMetricReader(), InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry = Telemetry(
+        meter_provider=MeterProvider(metric_readers=[reader]),
+        tracer_provider=tracer_provider,
+        spans=False,
+    )
+    async with client_for(app_with(store, {"in": sign_in}, telemetry=telemetry)) as client:
+        await client.post("/in")
+        await client.post("/in")
+    assert exporter.get_finished_spans() == ()
+    data = reader.get_metrics_data()
+    names = {m.name for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics}
+    assert {METRIC_NAMES[0], METRIC_NAMES[2], METRIC_NAMES[3]} <= names
+
+
+async def test_on_no_op_providers_the_store_is_left_unwrapped_and_nothing_observes(
+    store: Store,
+) -> None:
+    from opentelemetry.metrics import NoOpMeterProvider
+    from opentelemetry.trace import NoOpTracerProvider
+
+    telemetry = Telemetry(meter_provider=NoOpMeterProvider(), tracer_provider=NoOpTracerProvider())
+    seen: list[Session] = []
+
+    async def keep(session: Session, request: Request) -> Any:
+        seen.append(session)
+        session["user"] = "ada"
+        return {}
+
+    async with client_for(app_with(store, {"keep": keep}, telemetry=telemetry)) as client:
+        assert (await client.post("/keep")).status_code == 200
+    assert "save" not in vars(store)  # the class's own methods: no wrapper per call
+    assert seen[0]._observer is None
+
+
+# A process of its own: OpenTelemetry's global providers can be set only once.
+LATE_SDK = """
+import asyncio, json
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from asgi_sessions import MemoryStore
+from asgi_sessions.telemetry import Telemetry
+from tests.support import app_with, client_for
+
+observers = []
+
+async def sign_in(session, request):
+    observers.append(session._observer is not None)
+    session["user"] = "ada"
+    session.owner = "ada"
+    return {}
+
+async def main():
+    store = MemoryStore()
+    app = app_with(store, {"in": sign_in}, telemetry=Telemetry())  # built before the SDK
+    spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
+    async with client_for(app) as client:
+        await client.post("/in")  # no SDK yet (and Starlette builds the middleware now)
+        wrapped = [sorted(n for n in ("load", "save", "clear_expired") if n in vars(store))]
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(spans))
+        trace.set_tracer_provider(provider)
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        await store.clear_expired()  # outside any request
+        client.cookies.clear()
+        with trace.get_tracer("app").start_as_current_span("request") as parent:
+            await client.post("/in")
+    data = reader.get_metrics_data()
+    points = {
+        m.name: [dict(p.attributes) for p in m.data.data_points]
+        for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics
+    }
+    parent_id = parent.get_span_context().span_id
+    wrapped.append(sorted(n for n in ("load", "save", "clear_expired") if n in vars(store)))
+    print(json.dumps({
+        "wrapped": wrapped,
+        "observers": observers,
+        "spans": [[s.name, s.parent is not None and s.parent.span_id == parent_id]
+                  for s in spans.get_finished_spans()],
+        "metrics": points,
+    }))
+
+asyncio.run(main())
+"""
+
+
+def test_a_global_sdk_set_up_after_the_app_was_built_is_picked_up() -> None:
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", LATE_SDK], capture_output=True, text=True, check=True, cwd=root
+    ).stdout
+    found = json.loads(out)
+    # Before the SDK, a request's calls are not wrapped and it builds no Observer; a call
+    # jobs make outside requests is, and checks for an SDK itself.
+    assert found["wrapped"] == [["clear_expired"], ["clear_expired", "load", "save"]]
+    assert found["observers"] == [False, True]
+    # clear_expired's, then only the second request's: a create, a child of its span.
+    assert found["spans"] == [
+        ["asgi_sessions.clear_expired", False],
+        ["asgi_sessions.create", True],
+        ["request", False],
+    ]
+    metrics = found["metrics"]
+    assert metrics["asgi_sessions.store.operation.duration"] == [
+        {"asgi_sessions.store": "memory", "db.operation.name": "clear_expired"},
+        {"asgi_sessions.store": "memory", "db.operation.name": "create"},
+    ]
+    assert metrics["asgi_sessions.session.lifecycle"] == [
+        {"asgi_sessions.store": "memory", "asgi_sessions.event.type": "created"},
+        {"asgi_sessions.store": "memory", "asgi_sessions.event.type": "owner_changed"},
+    ]
 
 
 def test_importing_the_package_does_not_import_opentelemetry() -> None:

@@ -8,7 +8,9 @@ Cookie value layout (all URL-safe ASCII)::
 (AES-GCM encrypted JSON). The signature covers everything before it and is checked
 before the body is decompressed, decrypted or decoded; the times are checked next, so a
 cookie kept past its expiry (or issued in the future) is refused even though a browser
-or an attacker still sends it.
+or an attacker still sends it. A validly signed cookie past its expiry loads as nothing
+but is reported (the ``expired`` event, with the owner its body names if it can still be
+read); a forged one is not.
 
 Limits, by design: a cookie session cannot be revoked before it expires (logging out
 only deletes the browser's copy), and two concurrent requests cannot merge their
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from ..cookies import Signer
 from ..errors import ImproperlyConfigured, MissingDependency, StoreCapabilityError
+from ..events import read_found_expired
 from ..expiry import resolve_expires_at
 from ..serializers import compact_json_encoder
 from .base import Clock, Saved, SessionWrite, Store, StoredSession, StoreStats
@@ -53,6 +56,17 @@ _ZLIB_LEVEL = 6
 
 _encode_json = compact_json_encoder()
 _decode_json = json.JSONDecoder().decode
+
+# What decoding a signed body can raise when it is not one this version can read.
+_UNREADABLE = (
+    ValueError,  # bad JSON, UTF-8, base64 padding, or a body over _MAX_DECODED
+    KeyError,
+    TypeError,
+    OverflowError,
+    RecursionError,  # deeply nested JSON
+    binascii.Error,
+    zlib.error,
+)
 
 
 def _b64encode(raw: bytes) -> str:
@@ -103,9 +117,14 @@ class CookieStore(Store):
     # -- the cookie ------------------------------------------------------------------
 
     def verify_cookie(self, value: str, signer: Signer) -> tuple[str, bool] | None:
-        """The signed ``body.issued.expires`` if the signature holds and the times are live."""
+        """The signed ``body.issued.expires`` if the signature holds and it was not issued
+        in the future.
+
+        One past its expiry passes, as a server store's key to an expired record does:
+        :meth:`load` refuses it, and reports it expired.
+        """
         verified = signer.verify(value)
-        if verified is None or not self._live(verified[0]):
+        if verified is None or self._times(verified[0], self.clock()) is None:
             return None
         return verified
 
@@ -119,13 +138,17 @@ class CookieStore(Store):
         body, issued, expires = session_key.rsplit(".", 2)
         return f"{self._seal(self._open(body))}.{issued}.{expires}"
 
-    def _live(self, key: str) -> bool:
+    def _times(self, key: str, now: float) -> tuple[str, int, int] | None:
+        """``(body, issued, expires)`` of a signed payload; ``None`` if the times cannot be
+        read or it was issued in the future."""
         try:
-            _, issued, expires = key.rsplit(".", 2)
-            now = self.clock()
-            return int(issued, 16) <= now + _CLOCK_SKEW and int(expires, 16) > now
+            body, issued, expires = key.rsplit(".", 2)
+            issued_at, expires_at = int(issued, 16), int(expires, 16)
         except ValueError:
-            return False
+            return None
+        if issued_at > now + _CLOCK_SKEW:
+            return None
+        return body, issued_at, expires_at
 
     def encode_cookie(self, session_key: str, signer: Signer) -> str:
         """Sign the whole ``body.issued.expires``."""
@@ -134,11 +157,22 @@ class CookieStore(Store):
     # -- loading and saving ----------------------------------------------------------
 
     async def load(self, session_key: str) -> StoredSession | None:
-        """Decode a verified cookie's data; ``None`` if it expired or cannot be read."""
-        if not self._live(session_key):
+        """Decode a verified cookie's data; ``None`` if it expired or cannot be read.
+
+        Expired: reported (``read_found_expired``) with the owner its body names, on
+        every load of it (nothing server-side remembers that it was seen).
+        """
+        now = self.clock()
+        times = self._times(session_key, now)
+        if times is None:
+            return None
+        body, issued, expires = times
+        if expires <= now:
+            # The signature vouches for the body as much as for the times: its owner is
+            # the one this server wrote (None if the body cannot be read any more).
+            read_found_expired(self._owner_of(body))
             return None
         try:
-            body, issued, expires = session_key.rsplit(".", 2)
             document = _decode_json(self._open(body).decode())
             data = document["d"]
             meta = document["m"]
@@ -150,23 +184,24 @@ class CookieStore(Store):
             return StoredSession(
                 data={},
                 decoded=data,
-                expires_at=float(int(expires, 16)),
+                expires_at=float(expires),
                 created_at=float(meta["c"]),
-                updated_at=float(int(issued, 16)),
+                updated_at=float(issued),
                 expiry=expiry,
                 owner=owner,
             )
-        except (
-            ValueError,  # bad JSON, UTF-8, base64 padding, or a body over _MAX_DECODED
-            KeyError,
-            TypeError,
-            OverflowError,
-            RecursionError,  # deeply nested JSON
-            binascii.Error,
-            zlib.error,
-        ):
+        except _UNREADABLE:
             # Signed by us but unreadable (an older format, say): a fresh session.
             return None
+
+    def _owner_of(self, body: str) -> str | None:
+        """The owner a signed body names, if it can be read (only its expired load asks)."""
+        try:
+            meta = _decode_json(self._open(body).decode())["m"]
+            owner = meta.get("o") if isinstance(meta, dict) else None
+        except _UNREADABLE:
+            return None
+        return owner if isinstance(owner, str) else None
 
     async def save(self, session_key: str, change: SessionWrite) -> Saved:
         """Return the new cookie payload ``body.issued.expires`` (the middleware signs it).

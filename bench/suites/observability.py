@@ -2,15 +2,19 @@
 in-process): wall and CPU time per request, median over interleaved rounds.
 
 Rows: no ``events=``; ``SessionEvents()`` with no handlers; one no-op ``on_event``;
-``Telemetry()`` on OpenTelemetry's no-op providers (the ``[otel]`` extra, no SDK); and on
-the SDK with an in-memory metric reader and span exporter. ``/write`` creates or changes
-a session (events fire, metrics record); ``/read`` only loads.
+``Telemetry()`` with the ``[otel]`` extra and no SDK (the global providers, never set in
+this process), and on explicit no-op providers; on the SDK with an in-memory metric
+reader and span exporter, with spans and metrics only (``spans=False``). ``/write``
+changes a session (metrics record, no lifecycle event: it is a plain merge); ``/read``
+only loads. The span exporter is emptied between cells, outside the clock, as a real
+exporter ships its spans away.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import statistics
 import time
 from typing import Any
@@ -25,10 +29,13 @@ TITLE = "Events and telemetry overhead (in-process, MemoryStore), median per req
 
 VARIANTS = {
     "plain": "no events, no telemetry",
+    "plain-again": "the same as plain, a second app: the noise floor",
     "events-empty": "SessionEvents() with no handlers",
     "events-noop": "one no-op on_event handler",
-    "otel-noop": "Telemetry() on no-op meter and tracer providers (no SDK)",
+    "otel-nosdk": "Telemetry(), the [otel] extra and no SDK (global providers unset)",
+    "otel-noop": "Telemetry() on explicit no-op meter and tracer providers",
     "otel-sdk": "Telemetry() on the SDK: in-memory metric reader and span exporter",
+    "otel-sdk-metrics": "Telemetry(spans=False) on the SDK: metrics only",
 }
 ENDPOINTS = ("read", "write")
 
@@ -38,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-round", type=int, help="requests per cell per round (300; 30)")
 
 
-def _options(variant: str) -> dict[str, Any]:
+def _options(variant: str, exporters: list[Any]) -> dict[str, Any]:
     from asgi_sessions import SessionEvents
 
     async def noop(event: Any) -> None:
@@ -51,6 +58,8 @@ def _options(variant: str) -> dict[str, Any]:
     if variant.startswith("otel"):
         from asgi_sessions.telemetry import Telemetry
 
+        if variant == "otel-nosdk":
+            return {"telemetry": Telemetry()}
         if variant == "otel-noop":
             from opentelemetry.metrics import NoOpMeterProvider
             from opentelemetry.trace import NoOpTracerProvider
@@ -66,74 +75,104 @@ def _options(variant: str) -> dict[str, Any]:
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+        exporter = InMemorySpanExporter()
+        exporters.append(exporter)
         tracer_provider = TracerProvider()
-        tracer_provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+        tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
         meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
         return {
-            "telemetry": Telemetry(meter_provider=meter_provider, tracer_provider=tracer_provider)
+            "telemetry": Telemetry(
+                meter_provider=meter_provider,
+                tracer_provider=tracer_provider,
+                spans=variant != "otel-sdk-metrics",
+            )
         }
     return {}
 
 
-async def _build(variant: str) -> tuple[Any, bytes, Any]:
+async def _build(variant: str, exporters: list[Any]) -> tuple[Any, bytes, Any]:
     from asgi_sessions import MemoryStore, SessionMiddleware
 
     store = MemoryStore(max_entries=1_000_000)
-    mw = [
-        Middleware(
-            SessionMiddleware, secret_key=SECRET, store=store, max_age=MAX_AGE, **_options(variant)
-        )
-    ]
+    options = _options(variant, exporters)
+    mw = [Middleware(SessionMiddleware, secret_key=SECRET, store=store, max_age=MAX_AGE, **options)]
     app = session_app("ours", mw, session_data())
     return app, await _seed(app), store
 
 
-async def _timed(app: Any, path: str, cookie: bytes, n: int) -> tuple[float, float]:
-    """Median wall and CPU (this thread) microseconds of ``n`` sequential requests."""
-    request_headers = headers(cookie)
+BLOCK = 20  # requests a variant makes in a row before another takes its turn
+
+
+async def _round(
+    apps: dict[str, tuple[Any, bytes]], path: str, n: int, rng: random.Random
+) -> dict[str, tuple[float, float]]:
+    """Median wall and CPU (this thread) µs per variant of ``n`` requests each.
+
+    The variants take turns in blocks of ``BLOCK`` requests, in a fresh random order for
+    each block: a burst of load from elsewhere on the machine lands on every variant
+    alike, each runs warm (no other app's objects in the cache), and none always follows
+    the same other one (an SDK row leaves garbage the next request may collect).
+    """
 
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start" and message["status"] != 200:
             raise RuntimeError(f"{path} answered {message['status']}")
 
-    wall, cpu = [], []
-    for _ in range(n):
-        request = scope(path, request_headers)
-        w0, c0 = time.perf_counter_ns(), time.thread_time_ns()
-        await app(request, receive, send)
-        c1, w1 = time.thread_time_ns(), time.perf_counter_ns()
-        wall.append((w1 - w0) / 1000)
-        cpu.append((c1 - c0) / 1000)
-    return statistics.median(wall), statistics.median(cpu)
+    request_headers = {variant: headers(cookie) for variant, (_, cookie) in apps.items()}
+    wall: dict[str, list[float]] = {variant: [] for variant in apps}
+    cpu: dict[str, list[float]] = {variant: [] for variant in apps}
+    order = list(apps)
+    for _ in range(max(1, n // BLOCK)):
+        rng.shuffle(order)
+        for variant in order:
+            app = apps[variant][0]
+            for _ in range(min(n, BLOCK)):
+                request = scope(path, request_headers[variant])
+                w0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+                await app(request, receive, send)
+                c1, w1 = time.thread_time_ns(), time.perf_counter_ns()
+                wall[variant].append((w1 - w0) / 1000)
+                cpu[variant].append((c1 - c0) / 1000)
+    return {v: (statistics.median(wall[v]), statistics.median(cpu[v])) for v in apps}
 
 
 async def measure(variants: list[str], rounds: int, per_round: int) -> dict[str, Any]:
-    built = {v: await _build(v) for v in variants}
+    exporters: list[Any] = []
+    built = {v: await _build(v, exporters) for v in variants}
     samples: dict[tuple[str, str], list[tuple[float, float]]] = {
         (v, e): [] for v in variants for e in ENDPOINTS
     }
+    apps = {v: (app, cookie) for v, (app, cookie, _) in built.items()}
+    rng = random.Random(26)
     try:
         for number in range(-1, rounds):  # round -1 warms up
-            # Each round starts at a different variant: no cell always runs first.
-            shift = (number + 1) % len(variants)
             for endpoint in ENDPOINTS:
-                for variant in variants[shift:] + variants[:shift]:
-                    app, cookie, _ = built[variant]
-                    figure = await _timed(app, f"/{endpoint}", cookie, per_round)
-                    if number >= 0:
+                figures = await _round(apps, f"/{endpoint}", per_round, rng)
+                for exporter in exporters:
+                    exporter.clear()  # outside the clock, as a real exporter ships them
+                if number >= 0:
+                    for variant, figure in figures.items():
                         samples[variant, endpoint].append(figure)
             if number >= 0:
                 log(f"  round {number + 1}/{rounds}")
     finally:
         for _, _, store in built.values():
             await store.aclose()
-    return {
-        f"{v} {e}": {
+    cells: dict[str, Any] = {}
+    for (v, e), figures in samples.items():
+        plain = samples["plain", e]
+        cells[f"{v} {e}"] = {
             "wall_us": statistics.median(w for w, _ in figures),
             "cpu_us": statistics.median(c for _, c in figures),
+            # Paired: this variant's round median over plain's in the same round.
+            "wall_vs_plain": statistics.median(
+                w / pw - 1 for (w, _), (pw, _) in zip(figures, plain, strict=True)
+            ),
+            "cpu_vs_plain": statistics.median(
+                c / pc - 1 for (_, c), (_, pc) in zip(figures, plain, strict=True)
+            ),
         }
-        for (v, e), figures in samples.items()
-    }
+    return cells
 
 
 def run(ctx: Context, args: argparse.Namespace) -> Section:
@@ -147,19 +186,21 @@ def run(ctx: Context, args: argparse.Namespace) -> Section:
     log(f"  {len(variants)} variants x {ENDPOINTS}, {rounds} rounds x {per_round} requests")
     figures = asyncio.run(measure(variants, rounds, per_round))
     lines = [
-        f"{rounds} interleaved rounds x {per_round} sequential requests per cell; each figure "
-        "the median of the round medians. CPU is `time.thread_time_ns()` around the call.",
+        f"{rounds} rounds x {per_round} requests per cell, the variants taking turns in blocks "
+        f"of {BLOCK} requests in a random order; each figure the median of the round medians, "
+        "and each `vs plain` the "
+        "median over rounds of the variant's round median over plain's in the same round. "
+        "CPU is `time.thread_time_ns()` around the call.",
         "",
         "| variant | endpoint | wall µs | vs plain | CPU µs | vs plain |",
         "|---|---|---|---|---|---|",
     ]
     for endpoint in ENDPOINTS:
-        base = figures[f"plain {endpoint}"]
         for variant in variants:
             cell = figures[f"{variant} {endpoint}"]
             lines.append(
                 f"| {variant}: {VARIANTS[variant]} | /{endpoint} | {cell['wall_us']:.1f} | "
-                f"{cell['wall_us'] / base['wall_us'] - 1:+.1%} | {cell['cpu_us']:.1f} | "
-                f"{cell['cpu_us'] / base['cpu_us'] - 1:+.1%} |"
+                f"{cell['wall_vs_plain']:+.1%} | {cell['cpu_us']:.1f} | "
+                f"{cell['cpu_vs_plain']:+.1%} |"
             )
     return Section(TITLE, lines, {"rounds": rounds, "per_round": per_round, "cells": figures})

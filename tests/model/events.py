@@ -31,6 +31,9 @@ from asgi_sessions.stores.base import hash_key
 from tests.model.scheduler import current_request
 
 REVOKES = frozenset({"revoke", "revoke_all"})
+# The stores whose every load of an expired record reports it (the record stays until a
+# purge, or lives in the cookie).
+EVERY_LOAD = frozenset({"sqlite", "postgres", "cookie"})
 
 Expected = tuple[str, Any, Any, Any, Any, int]
 """(type, rid or None, owner, previous owner, previous rid, count)."""
@@ -80,14 +83,15 @@ class Lifecycle:
 
     def loaded_expired(self, req: Any, record: Any) -> bool:
         """A load met ``record`` past its end (not deleted): ``expired`` where the store
-        tells expired from missing (README, "expired (load)"): SQLite every time, memory
-        while the record is still in its dict (any read of it, the checker's included,
-        drops it), never on Redis (it deleted the record itself), PostgreSQL or cookies."""
+        tells expired from missing (README, "expired (load)"): SQLite, PostgreSQL and
+        the cookie store (the signed cookie is the record) every time, memory while the
+        record is still in its dict (any read of it, the checker's included, drops it),
+        never on Redis (it deleted the record itself)."""
         if record.deleted or record.key is None:
             return False
         store = current_request.get().harness.store  # the request loading it, now
         kind = store_kind(store)
-        if kind == "sqlite" or (kind == "memory" and hash_key(record.key) in store._records):
+        if kind in EVERY_LOAD or (kind == "memory" and hash_key(record.key) in store._records):
             self._add(req, "expired", record.rid, record.owner)
             return True
         return False
