@@ -31,11 +31,12 @@ $(RUN_STAMP): pyproject.toml $(PINS) $(BUILD_PINS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c $(PINS) pip
 	$(PY) -m pip uninstall -q -y asgi-sessions 2>/dev/null || true
-	@# The demo imports starlette and the package (aiosqlite); uvicorn serves it.
-	$(PY) -m pip install -q -c $(PINS) --build-constraint $(BUILD_PINS) -e . uvicorn
+	@# The demo imports starlette and the package (aiosqlite); uvicorn serves it;
+	@# ua-parser (the [devices] extra) names devices on "Your devices".
+	$(PY) -m pip install -q -c $(PINS) --build-constraint $(BUILD_PINS) -e '.[devices]' uvicorn
 	touch $(RUN_STAMP)
 
-run: $(RUN_STAMP) ## Serve the demo on http://127.0.0.1:8000, or PORT=8001 (installs only the package and uvicorn)
+run: $(RUN_STAMP) ## Serve the demo on http://127.0.0.1:8000, or PORT=8001 (installs only the package, ua-parser and uvicorn)
 	$(PY) -m uvicorn demo_app:app --host 127.0.0.1 --port $(PORT)
 
 lint: $(STAMP) ## Ruff (lint and format check) and mypy strict

@@ -62,7 +62,7 @@ code { background: #eee; padding: 0 .2rem }
 
 def handle(session: Session) -> str:
     """A short, safe-to-show handle for the session: the first 8 characters of its public
-    id, as "Your sessions" and ``python -m asgi_sessions sessions`` list it (and as
+    id, as "Your devices" and ``python -m asgi_sessions sessions`` list it (and as
     ``show --owner`` and ``revoke --only`` accept it). Never print a real session key."""
     public_id = session.public_id
     if public_id is None:
@@ -134,7 +134,7 @@ def render(
             ("/login", "Log in / out"),
             ("/cart", "Cart (nested mutation)"),
             ("/together", "Two requests at once"),
-            ("/sessions", "Your sessions"),
+            ("/sessions", "Your devices"),
         ]
     )
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
@@ -280,7 +280,7 @@ async def login(request: Request, session: Session, data: dict[str, str]) -> Res
     # A new key at login: a key planted before login (session fixation) is worth nothing.
     await session.cycle_key()
     session["user"] = username
-    session.owner = username  # lets "Your sessions" list and revoke it
+    session.owner = username  # lets "Your devices" list and sign it out
     after = handle(session)
     session["message"] = f"Welcome, {username}. Session id before login: {before}, after: {after}."
     return see_other("/login")  # post/redirect/get: a reload does not log in again
@@ -356,25 +356,36 @@ const token = document.querySelector('#together [name=csrf_token]').value;
 const post = (path, fields) => fetch(path, {
   method: 'POST',
   headers: {'Content-Type': 'application/x-www-form-urlencoded'},
-  body: new URLSearchParams({csrf_token: token, round: fields.round, ...fields}),
+  body: new URLSearchParams({csrf_token: token, ...fields}),
 });
-document.querySelector('#fire').addEventListener('click', async () => {
-  const round = String(Date.now()) + Math.random();
-  const colour = document.querySelector('#colour-choice').value;
-  const answers = await Promise.all([
-    post('/together/colour', {round, colour}),
-    post('/together/note', {round, note: 'written at the same time'}),
-  ]);
+// Show both answers, then the session's state as `pick` sees it, at `statuses` and `after`.
+const show = async (answers, statuses, after, pick) => {
   const texts = await Promise.all(answers.map(r => r.text()));
-  document.querySelector('#statuses').textContent =
+  document.querySelector(statuses).textContent =
     answers.map((r, i) => r.status + ' ' + texts[i]).join(', ');
   const state = await (await fetch('/together/state')).json();
-  document.querySelector('#after').textContent = JSON.stringify(state);
+  document.querySelector(after).textContent = JSON.stringify(pick(state));
   // The greeting and the session panel were drawn before the click: draw them again.
   const fresh = new DOMParser().parseFromString(await (await fetch('/panel')).text(), 'text/html');
   for (const id of ['#greeting', '#session-panel']) {
     document.querySelector(id).replaceWith(fresh.querySelector(id));
   }
+};
+const newRound = () => String(Date.now()) + Math.random();
+document.querySelector('#fire').addEventListener('click', async () => {
+  const round = newRound();
+  const colour = document.querySelector('#colour-choice').value;
+  await show(await Promise.all([
+    post('/together/colour', {round, colour}),
+    post('/together/note', {round, note: 'written at the same time'}),
+  ]), '#statuses', '#after', s => ({fav_color: s.fav_color, note: s.note, flash: s.flash}));
+});
+document.querySelector('#fire-cart').addEventListener('click', async () => {
+  const round = newRound();
+  await show(await Promise.all([
+    post('/together/cart', {round, item: document.querySelector('#item-1').value}),
+    post('/together/cart', {round, item: document.querySelector('#item-2').value}),
+  ]), '#cart-statuses', '#cart-after', s => s.cart);
 });
 """
 
@@ -401,9 +412,10 @@ async def meet(round_id: str) -> str:
 async def together(request: Request) -> Response:
     session = await request.state.session
     session.setdefault("flash", "a message to consume")
+    cart = session.get("cart", [])
     body = (
-        "<p>The button sends two requests to the server at the same time with "
-        "<code>fetch</code>. Both load this session, wait for each other, then save: the "
+        "<p>Each button sends two requests to the server at the same time with "
+        "<code>fetch</code>. Both load this session, wait for each other, then save. Here the "
         "first changes <code>fav_color</code>; the second sets <code>note</code> and pops "
         "<code>flash</code>. Each save writes only the keys its request changed, merged "
         "into the stored session, so every change is kept: a store that writes the whole "
@@ -411,9 +423,21 @@ async def together(request: Request) -> Response:
         '<div id="together">'
         '<label>Colour <input id="colour-choice" value="teal"></label> '
         '<input type="hidden" name="csrf_token" value="' + e(csrf_token(session)) + '">'
-        '<button id="fire" type="button">Send both at once</button></div>'
+        '<button id="fire" type="button">Send both at once</button>'
         '<p>Statuses: <code id="statuses">-</code></p>'
         '<p>The session afterwards: <code id="after">-</code></p>'
+        "<h2>Two tabs, one cart</h2>"
+        "<p>The same key this time: two requests, as from two tabs, each add an item to "
+        '<code>cart</code> with <code>session.setdefault("cart", []).append(item)</code>, '
+        "both after loading the same cart. A list that a request only appended to is saved "
+        "as that change, &ldquo;append this item&rdquo;, which the store applies to the list "
+        "it holds now: both items are kept (a store that wrote the whole list back would "
+        "keep one).</p>"
+        '<label>Tab 1 adds <input id="item-1" value="apple" maxlength="40"></label> '
+        '<label>Tab 2 adds <input id="item-2" value="pear" maxlength="40"></label> '
+        '<button id="fire-cart" type="button">Add both at once</button></div>'
+        '<p>Statuses: <code id="cart-statuses">-</code></p>'
+        f'<p>The cart afterwards: <code id="cart-after">{e(json.dumps(cart))}</code></p>'
         f"<script>{TOGETHER_SCRIPT}</script>"
     )
     return render(session, "Two requests at once", body)
@@ -432,6 +456,13 @@ async def together_note(request: Request, session: Session, data: dict[str, str]
     return PlainTextResponse(met)
 
 
+async def together_cart(request: Request, session: Session, data: dict[str, str]) -> Response:
+    met = await meet(data.get("round", ""))
+    # An append to the list this request loaded (or created): merged with the other's.
+    session.setdefault("cart", []).append(data.get("item", "")[:40])
+    return PlainTextResponse(met)
+
+
 async def panel(request: Request) -> Response:
     """The greeting and the session panel alone, as they are now (read-only)."""
     session = await request.state.session
@@ -440,7 +471,7 @@ async def panel(request: Request) -> Response:
 
 async def together_state(request: Request) -> Response:
     session = await request.state.session
-    keys = ("fav_color", "note", "flash")
+    keys = ("fav_color", "note", "flash", "cart")
     return JSONResponse({key: session.get(key) for key in keys})
 
 
@@ -452,31 +483,37 @@ def when(moment: datetime) -> str:
 
 
 async def sessions_page(request: Request) -> Response:
+    """Your devices: where this user is signed in, as GitHub and Google show it."""
     session = await request.state.session
     user = session.get("user")
     if not user:
-        body = '<p id="message">Log in to see your sessions: <a href="/login">log in</a>.</p>'
-        return render(session, "Your sessions", body)
+        body = '<p id="message">Log in to see your devices: <a href="/login">log in</a>.</p>'
+        return render(session, "Your devices", body)
     rows = []
     for owned in await store.list_sessions(user):
         if owned.public_id == session.public_id:
-            action = "<b>this browser</b>"
+            action = '<b class="this-device">this device</b>'
         else:
             field = f'<input type="hidden" name="public_id" value="{e(owned.public_id)}">'
-            action = form(session, "/sessions/revoke", "Revoke", field)
+            action = form(session, "/sessions/revoke", "Sign out", field)
         rows.append(
             '<tr class="session-row">'
+            f'<td class="device" title="{e(owned.user_agent or "")}">{e(owned.label)}</td>'
+            f'<td class="network">{e(owned.ip or "-")}</td>'
+            f'<td class="last-seen">{e(when(owned.last_seen))}</td>'
+            f"<td>{e(when(owned.created))}</td>"
             f'<td><code class="public-id">{e(owned.public_id[:8])}</code></td>'
-            f"<td>{e(when(owned.created))}</td><td>{e(when(owned.last_saved))}</td>"
-            f"<td>{e(when(owned.expire_date))}</td><td>{action}</td></tr>"
+            f"<td>{action}</td></tr>"
         )
     body = (
-        '<table id="sessions"><tr><th>id</th><th>created</th><th>last saved</th>'
-        f"<th>expires</th><th></th></tr>{''.join(rows)}</table><p>"
-        + form(session, "/sessions/revoke-others", "Log out everywhere else")
-        + "</p>"
+        '<table id="sessions"><tr><th>device</th><th>network</th><th>last seen</th>'
+        f"<th>signed in</th><th>id</th><th></th></tr>{''.join(rows)}</table><p>"
+        + form(session, "/sessions/revoke-others", "Sign out everywhere else")
+        + "</p><p><small>Last seen moves when the session is saved. The network is the "
+        "/24 (IPv4) or /48 (IPv6) the device signed in from, never the whole "
+        "address.</small></p>"
     )
-    return render(session, "Your sessions", body)
+    return render(session, "Your devices", body)
 
 
 async def revoke(request: Request, session: Session, data: dict[str, str]) -> Response:
@@ -585,6 +622,7 @@ routes = [
     Route("/together", together),
     Route("/together/colour", post(together_colour), methods=["POST"]),
     Route("/together/note", post(together_note), methods=["POST"]),
+    Route("/together/cart", post(together_cart), methods=["POST"]),
     Route("/together/state", together_state),
     Route("/panel", panel),
     Route("/sessions", sessions_page),
@@ -601,6 +639,9 @@ app = Starlette(
             secret_key=SECRET_KEY,
             store=store,
             telemetry=METRICS[1] if METRICS is not None else None,
+            # "Your devices" shows the network each device signed in from, never the
+            # whole address (personal data): the /24 or /48 it falls in.
+            record_ip=(24, 48),
         )
     ],
     lifespan=lifespan,

@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from . import __version__
 from ._progress import ProgressLine
@@ -138,8 +139,8 @@ async def _by_public_id(store: Store, owner: str, prefix: str) -> tuple[str, Sto
     store_ids: dict[str, str] = {}
     owned = store.owned
 
-    def remembering(store_id: str, *times: float) -> OwnedSession:
-        row = owned(store_id, *times)
+    def remembering(store_id: str, *figures: Any) -> OwnedSession:
+        row = owned(store_id, *figures)
         store_ids[row.public_id] = store_id
         return row
 
@@ -222,8 +223,11 @@ async def _sessions(store: Store, args: argparse.Namespace) -> None:
         rows = [
             {
                 "public_id": row.public_id,
+                "device": row.label,
+                "user_agent": row.user_agent,
+                "ip": row.ip,
                 "created": row.created.isoformat(),
-                "last_saved": row.last_saved.isoformat(),
+                "last_seen": row.last_seen.isoformat(),
                 "expire_date": row.expire_date.isoformat(),
             }
             for row in owned
@@ -233,12 +237,22 @@ async def _sessions(store: Store, args: argparse.Namespace) -> None:
     if not owned:
         print(f"{args.owner!r} has no live sessions.")
         return
-    print(f"{'PUBLIC ID':<24}  {'CREATED':<23}  {'LAST SAVED':<23}  EXPIRES")
+    print(
+        f"{'PUBLIC ID':<24}  {'DEVICE':<24}  {'IP':<18}  {'CREATED':<23}  "
+        f"{'LAST SEEN':<23}  EXPIRES"
+    )
     for row in owned:
         print(
-            f"{row.public_id:<24}  {_when(row.created)}  {_when(row.last_saved)}  "
-            f"{_when(row.expire_date)}"
+            f"{row.public_id:<24}  {_fit(row.label, 24)}  {_fit(row.ip or '-', 18)}  "
+            f"{_when(row.created)}  {_when(row.last_seen)}  {_when(row.expire_date)}"
         )
+
+
+def _fit(text: str, width: int) -> str:
+    """``text`` in a column of ``width`` characters: padded, cut with an ellipsis if
+    longer, and printable (a stored user agent is the client's text)."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return text.ljust(width) if len(text) <= width else text[: width - 1] + "…"
 
 
 async def _revoke(store: Store, args: argparse.Namespace) -> None:

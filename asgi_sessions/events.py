@@ -20,6 +20,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from .devices import decode_device
+
 if TYPE_CHECKING:
     from .stores.base import Store, StoredSession
 
@@ -46,8 +48,9 @@ _expired_reads: ContextVar[list[str | None] | None] = ContextVar(
 def read_found_expired(owner: str | None) -> None:
     """Called by a store's ``read`` that found its record expired, not missing.
 
-    A store that can tell the two apart in the read it makes anyway (memory, SQLite)
-    calls it; the session loading that record then fires ``expired``.
+    A store that can tell the two apart in the read it makes anyway (memory, SQLite,
+    PostgreSQL, the cookie store) calls it; the session loading that record then fires
+    ``expired``.
     """
     found = _expired_reads.get()
     if found is not None:
@@ -76,6 +79,11 @@ class SessionEvent:
     """``rotated``: the id the session had before the new key."""
     count: int = 1
     """How many sessions it covers (``revoked`` by ``revoke_all``, a ``clear_expired`` batch)."""
+    user_agent: str | None = None
+    """``created`` with an owner and ``owner_changed`` to one: the device's user agent, as
+    ``list_sessions()`` shows it (for "new sign-in from Firefox on Linux" mails)."""
+    ip: str | None = None
+    """Likewise, its client address or network, with ``record_ip=``."""
 
 
 class SessionEvents:
@@ -97,7 +105,7 @@ class SessionEvents:
             of logging it and going on.
     """
 
-    __slots__ = ("_handlers", "_listeners", "on_event", "strict")
+    __slots__ = ("_handled", "_handlers", "_listeners", "_wanted", "on_event", "strict")
 
     def __init__(
         self,
@@ -119,16 +127,35 @@ class SessionEvents:
             "revoked": on_revoked,
             "expired": on_expired,
         }
+        self._handled = any(handler is not None for handler in self._handlers.values())
         self.on_event = on_event
         self.strict = strict
         self._listeners: tuple[Handler, ...] = ()
+        self._wanted: tuple[Callable[[], bool], ...] = ()
 
-    def with_listener(self, listener: Handler) -> SessionEvents:
-        """A copy that also calls ``listener`` for every event (telemetry's counters)."""
+    def with_listener(self, listener: Handler, wanted: Callable[[], bool]) -> SessionEvents:
+        """A copy that also calls ``listener`` for every event (telemetry's counters).
+
+        ``wanted()`` says whether the listener cares now (telemetry: only once metrics
+        record); a request starts observing only if a handler or a listener does.
+        """
         copy = SessionEvents(on_event=self.on_event, strict=self.strict)
         copy._handlers = dict(self._handlers)
+        copy._handled = self._handled
         copy._listeners = (*self._listeners, listener)
+        copy._wanted = (*self._wanted, wanted)
         return copy
+
+    def listening(self) -> bool:
+        """Whether an event now would reach a handler or a listener that wants it.
+
+        The middleware asks at the start of each request, and every listener is asked
+        each time (telemetry then looks for an OpenTelemetry SDK set up since).
+        """
+        listening = self._handled or self.on_event is not None
+        for wanted in self._wanted:
+            listening = wanted() or listening
+        return listening
 
     async def emit(self, event: SessionEvent) -> None:
         """Run the handlers for ``event`` (a failing one is logged unless ``strict``)."""
@@ -214,6 +241,7 @@ class Observer:
         alive: bool,
         owner: str | None,
         owner_changed: bool,
+        device: str | None = None,
     ) -> None:
         """A write of the session returned: created, rotated, owner changed."""
         if not alive:
@@ -221,8 +249,9 @@ class Observer:
         if old_key is not None and new_key == old_key and not owner_changed:
             return  # a plain merge: nothing to tell (and no id worth hashing)
         public_id = _public_id(store, new_key)
+        user_agent, ip = decode_device(device)
         if old_key is None:
-            await self.fire(store, "created", public_id, owner)
+            await self.fire(store, "created", public_id, owner, user_agent=user_agent, ip=ip)
         elif new_key != old_key and public_id is not None:
             # (Not on the cookie store: each of its writes is a new value, and the old
             # one stays valid until it expires, so nothing moved.)
@@ -230,7 +259,13 @@ class Observer:
             await self.fire(store, "rotated", public_id, owner, previous_public_id=previous)
         if owner_changed and owner != self.owner_before:
             await self.fire(
-                store, "owner_changed", public_id, owner, previous_owner=self.owner_before
+                store,
+                "owner_changed",
+                public_id,
+                owner,
+                previous_owner=self.owner_before,
+                user_agent=user_agent,
+                ip=ip,
             )
 
     async def ended(

@@ -17,6 +17,7 @@ from .cookies import (
     VerifiedCookies,
     cookie_values,
 )
+from .devices import RecordIP, check_record_ip
 from .errors import ImproperlyConfigured, SessionInterrupted, SessionStoreError, SessionTooLarge
 from .events import Observer, SessionEvents
 from .serializers import JSONSerializer, Serializer
@@ -99,6 +100,10 @@ class SessionMiddleware:
             ``store.revoke()`` and ``clear_expired()`` fire them outside requests.
         telemetry: OpenTelemetry metrics and spans (``Telemetry()`` from
             :mod:`asgi_sessions.telemetry`, with the ``[otel]`` extra).
+        record_ip: keep the client address with a signed-in session's device, for
+            "your devices" pages: ``False`` (default, none), ``True`` (whole) or
+            ``(24, 48)`` (only its IPv4 /24 or IPv6 /48 network). The user agent is
+            always kept for owned sessions (:mod:`asgi_sessions.devices`).
     """
 
     def __init__(
@@ -125,6 +130,7 @@ class SessionMiddleware:
         import_from: Sequence[Importer] = (),
         events: SessionEvents | None = None,
         telemetry: Telemetry | None = None,
+        record_ip: RecordIP = False,
     ) -> None:
         self.app = app
         secrets = [secret_key] if isinstance(secret_key, str) else list(secret_key)
@@ -184,6 +190,7 @@ class SessionMiddleware:
             importers=_importers(import_from),
             events=_events(events, telemetry),
             telemetry=telemetry,
+            record_ip=check_record_ip(record_ip),
         )
         if telemetry is not None:
             telemetry.instrument(store)
@@ -200,9 +207,10 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
 
-        session = Session(self.config, scope["headers"])
-        if self.config.events is not None:
-            session._observer = Observer(self.config.events, scope)
+        session = Session(self.config, scope["headers"], scope.get("client"))
+        events = self.config.events
+        if events is not None and events.listening():  # else no event would reach anyone
+            session._observer = Observer(events, scope)
         state = scope.get("state")
         if state is None:
             scope["state"] = state = {}
@@ -412,7 +420,7 @@ def _events(events: SessionEvents | None, telemetry: Telemetry | None) -> Sessio
         )
     if telemetry is not None:
         # Lifecycle counters come from the events (a copy: the app's object is its own).
-        return (events or SessionEvents()).with_listener(telemetry.record)
+        return (events or SessionEvents()).with_listener(telemetry.record, telemetry.metering)
     return events
 
 

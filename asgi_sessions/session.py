@@ -17,6 +17,7 @@ from .cookies import (
     pending_pair,
     split_pending,
 )
+from .devices import RecordIP, request_device
 from .django_async import DjangoAsyncAPI
 from .errors import OutcomeUnknown, SessionInterrupted, SessionStoreError
 from .expiry import encode_expiry, ends_with_browser, renewal_interval, resolve_expires_at
@@ -64,6 +65,8 @@ class SessionConfig:
     """Lifecycle handlers (see :mod:`asgi_sessions.events`); ``None``: none, no cost."""
     telemetry: Telemetry | None = None
     """OpenTelemetry metrics (see :mod:`asgi_sessions.telemetry`); ``None``: none, no cost."""
+    record_ip: RecordIP = False
+    """Keep the client address with an owned session's device (:mod:`.devices`)."""
 
     @property
     def default_age(self) -> int:
@@ -86,6 +89,7 @@ class Session(DjangoAsyncAPI, TrackedDict):
     """
 
     __slots__ = (
+        "_client",
         "_config",
         "_cookie_key",
         "_cookie_value",
@@ -108,7 +112,12 @@ class Session(DjangoAsyncAPI, TrackedDict):
         "_written",
     )
 
-    def __init__(self, config: SessionConfig, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    def __init__(
+        self,
+        config: SessionConfig,
+        headers: Iterable[tuple[bytes, bytes]] = (),
+        client: Any = None,
+    ) -> None:
         # No I/O and no cookie parsing here: a request that never awaits the session
         # pays only for this constructor.
         # TrackedDict's state, set here rather than through its __init__: one call fewer
@@ -118,6 +127,7 @@ class Session(DjangoAsyncAPI, TrackedDict):
         self._modified = False
         self._config = config
         self._headers = headers
+        self._client = client  # the ASGI scope's ("host", port), for record_ip
         self._loading: asyncio.Future[None] | object | None = None
         self._cookie_key: str | object | None = _MISSING
         self._key: str | None = None
@@ -453,7 +463,14 @@ class Session(DjangoAsyncAPI, TrackedDict):
             self._expiry_changed,
             self,
             merges,
+            self._device() if (create or self._owner_changed) and self._owner is not None else None,
         )
+
+    def _device(self) -> str | None:
+        """The device text an owned session's create or owner change writes."""
+        if self._config.store.keeps_data_in_cookie:
+            return None  # nothing lists cookie sessions: keep the cookie small
+        return request_device(self._headers, self._client, self._config.record_ip)
 
     @property
     def _merging(self) -> bool:
@@ -516,7 +533,7 @@ class Session(DjangoAsyncAPI, TrackedDict):
         self._saved(saved, change)
         if self._observer is not None:  # after the store returned: the write happened
             await self._observer.wrote(
-                store, key, saved.key, saved.alive, change.owner, owner_changed
+                store, key, saved.key, saved.alive, change.owner, owner_changed, change.device
             )
 
     def _saved(self, saved: Saved, change: SessionWrite) -> None:

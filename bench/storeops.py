@@ -57,7 +57,8 @@ def fill_sqlite(path: Any, rows: int) -> None:
     for start in range(0, rows, 50_000):
         batch = [(hash_key(filler_key(i)), i) for i in range(start, min(rows, start + 50_000))]
         conn.executemany(
-            "INSERT INTO sessions VALUES (?, ?, ?, ?, NULL, ?)",
+            "INSERT INTO sessions (id, created_at, updated_at, expires_at, expiry, owner) "
+            "VALUES (?, ?, ?, ?, NULL, ?)",
             ((sid, now, now, now + TTL, filler_owner(i)) for sid, i in batch),
         )
         conn.executemany(

@@ -137,13 +137,14 @@ def session_write(
     ttl: float = 3600,
     created_at: float | None = None,
     cap: float | None = None,
+    device: str | None = None,
 ) -> SessionWrite:
     """A change made at ``now``; a record with no expiry setting of its own ends ``ttl``
     seconds later.
 
     ``set`` holds already-encoded values (see ``encoded``). ``owner`` and ``expiry`` are
     written only when given (a new record without them has neither). ``created_at``
-    defaults to ``now``.
+    defaults to ``now``. ``device`` goes with the owner (asgi_sessions.devices).
     """
     return SessionWrite(
         set=set or {},
@@ -158,6 +159,7 @@ def session_write(
         owner_changed=owner is not _UNCHANGED,
         expiry=None if expiry is _UNCHANGED else expiry,
         expiry_changed=expiry is not _UNCHANGED,
+        device=device,
     )
 
 

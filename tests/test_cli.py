@@ -18,6 +18,7 @@ import pytest
 import asgi_sessions
 from asgi_sessions import store_from_url
 from asgi_sessions.cli import main
+from asgi_sessions.devices import encode_device
 from tests.support import encoded, session_write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,13 +27,25 @@ ROOT = Path(__file__).resolve().parent.parent
 # thread: the test's loop (or one another plugin left running) stays out of its way.
 
 
+FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
+
+
 async def seed(url: str, sessions: dict[str, tuple[dict[str, object], float, str | None]]) -> None:
     async with store_from_url(url) as store:
         for key, (data, ttl, owner) in sessions.items():
             now = time.time()
             created = now + ttl - 60 if ttl < 0 else now
+            # The first session signed in from Firefox at 198.51.100.0/24; the others
+            # have no device recorded (as records from before devices were kept).
+            device = encode_device(FIREFOX, "198.51.100.0/24") if key == "live-key" else None
             change = session_write(
-                now, set=encoded(data), create=True, owner=owner, ttl=ttl, created_at=created
+                now,
+                set=encoded(data),
+                create=True,
+                owner=owner,
+                ttl=ttl,
+                created_at=created,
+                device=device,
             )
             await store.save(key, change)
 
@@ -119,10 +132,14 @@ async def test_sessions_lists_the_owners_live_sessions_as_a_table(
     status, out, err = await run(capsys, "sessions", url, "ann")
     assert (status, err) == (0, "")
     header, *rows = out.splitlines()
-    assert header.split() == ["PUBLIC", "ID", "CREATED", "LAST", "SAVED", "EXPIRES"]
+    assert header.split() == [
+        "PUBLIC", "ID", "DEVICE", "IP", "CREATED", "LAST", "SEEN", "EXPIRES"
+    ]  # fmt: skip
     listed = await public_ids(url, capsys)
     assert [row.split()[0] for row in rows] == listed
     assert all(row.count(" UTC") == 3 for row in rows)
+    devices = sorted((row[26:50].rstrip(), row[52:70].rstrip()) for row in rows)
+    assert devices == [("Firefox on Linux", "198.51.100.0/24"), ("Unknown device", "-")]
     assert await run(capsys, "sessions", url, "nobody") == (
         0,
         "'nobody' has no live sessions.\n",
@@ -143,7 +160,14 @@ async def test_sessions_json_prints_a_json_array(
     assert (status, err) == (0, "")
     rows = json.loads(out)
     assert len(rows) == 2
-    assert set(rows[0]) == {"public_id", "created", "last_saved", "expire_date"}
+    assert set(rows[0]) == {
+        "public_id", "device", "user_agent", "ip", "created", "last_seen", "expire_date"
+    }  # fmt: skip
+    devices = sorted((row["device"], row["user_agent"], row["ip"]) for row in rows)
+    assert devices == [
+        ("Firefox on Linux", FIREFOX, "198.51.100.0/24"),
+        ("Unknown device", None, None),
+    ]
     assert await run(capsys, "sessions", url, "nobody", "--json") == (0, "[]\n", "")
 
 

@@ -4,6 +4,7 @@ nothing (issue 25, part 3)."""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -100,8 +101,10 @@ def _make_dry_run(*argv: str) -> str:
 def test_make_run_installs_only_the_package_and_uvicorn_under_its_own_stamp() -> None:
     commands = _make_dry_run("run")
     installs = [line for line in commands.splitlines() if " pip install " in line]
-    assert installs[-1].endswith("-e . uvicorn"), installs  # no dev or bench extras
-    assert "[dev" not in commands and "bench" not in commands
+    # No dev or bench extras: only the device labels' parser beside the package.
+    assert installs[-1].endswith("-e '.[devices]' uvicorn"), installs
+    assert re.findall(r"\.\[([^\]]*)\]", commands) == ["devices"]
+    assert "bench" not in commands
     assert "touch .venv/.installed-run" in commands
     assert "--port 8000" in commands
 

@@ -8,10 +8,13 @@ tests look inside the database.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
+import math
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -26,11 +29,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from asgi_sessions import MissingDependency, SessionMiddleware, SessionStoreError
+from asgi_sessions.devices import encode_device
 from asgi_sessions.errors import DISTRIBUTION, ImproperlyConfigured, SessionInterrupted
 from asgi_sessions.expiry import resolve_expires_at
 from asgi_sessions.stores import store_from_url
 from asgi_sessions.stores.base import hash_key, public_id_for
 from asgi_sessions.stores.postgres import SCHEMA_VERSION, PostgresStore
+from asgi_sessions.stores.postgres_sql import SqlNames
 from tests.clock import FakeClock
 from tests.postgres_server import PostgresProcess
 from tests.support import encoded, session_write
@@ -136,7 +141,7 @@ async def test_the_schema_records_its_version(
     pstore: PostgresStore, db: asyncpg.Connection
 ) -> None:
     await pstore.load(KEY)
-    assert await db.fetchval("SELECT version FROM asgi_sessions_meta") == SCHEMA_VERSION == 2
+    assert await db.fetchval("SELECT version FROM asgi_sessions_meta") == SCHEMA_VERSION == 3
 
 
 async def test_a_rotation_moves_one_row_and_no_data(
@@ -458,8 +463,167 @@ async def test_a_schema_of_another_version_is_refused_with_the_fix(
         await store.load(KEY)
     await db.execute("UPDATE asgi_sessions_meta SET version = 99")
     async with PostgresStore(postgres_url) as store:
-        with pytest.raises(SessionStoreError, match=r"schema version 99.*uses 2.*Upgrade"):
+        with pytest.raises(SessionStoreError, match=r"schema version 99.*uses 3.*Upgrade"):
             await store.load(KEY)
+
+
+# Each earlier schema exactly as its release created it: postgres_schema.sql at version 1
+# (before commit 83e1eab) and 2 (commit 5e8fa7c, before "your devices").
+OLD_SCHEMAS = Path(__file__).parent / "postgres_schemas"
+
+# key: (owner, expiry setting, seconds left, data)
+OLD_SESSIONS: dict[str, tuple[str | None, str | None, float, dict[str, object]]] = {
+    "anon": (None, None, 3600, {"cart": [1, 2], "theme": "dark"}),
+    "ann-laptop": ("ann", None, 3600, {"user": "ann", "n": 1}),
+    "ann-phone": ("ann", "s:60", 60, {"user": "ann"}),
+    "bob": ("bob", None, 3600, {"user": "bob"}),
+    "gone": ("ann", None, -5, {"user": "ann"}),
+}
+
+
+async def make_old_schema(db: asyncpg.Connection, version: int, now: float) -> None:
+    """The tables of schema ``version``, holding OLD_SESSIONS as that version stored them."""
+    await db.execute(SqlNames("asgi_sessions", None).render(
+        (OLD_SCHEMAS / f"v{version}.sql").read_text("utf-8")
+    ))  # fmt: skip
+    for i, (key, (owner, expiry, left, data)) in enumerate(OLD_SESSIONS.items()):
+        pk = await db.fetchval(
+            "INSERT INTO asgi_sessions (id, created_at, updated_at, expires_at, purge_after,"
+            " expiry, owner) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING pk",
+            bytes.fromhex(hash_key(key)), now - 100 + i, now - 50, now + left,
+            math.floor((now + left) / 3600) * 3600, expiry, owner,
+        )  # fmt: skip
+        await db.executemany(
+            "INSERT INTO asgi_sessions_data VALUES ($1, $2, $3)",
+            [(pk, k, v) for k, v in encoded(data).items()],
+        )
+
+
+async def device_of(db: asyncpg.Connection, key: str) -> str | None:
+    """The stored device (a load leaves it out: postgres_queries.sql, "load")."""
+    device: str | None = await db.fetchval(
+        "SELECT device FROM asgi_sessions WHERE id = $1", bytes.fromhex(hash_key(key))
+    )
+    return device
+
+
+async def device_columns(db: asyncpg.Connection) -> int:
+    return int(await db.fetchval(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema()"
+        " AND table_name = 'asgi_sessions' AND column_name = 'device'"
+    ))  # fmt: skip
+
+
+@pytest.mark.parametrize("version", [1, 2])
+async def test_an_older_schema_migrates_in_place_and_keeps_every_session(
+    version: int, postgres_url: str, db: asyncpg.Connection, clock: FakeClock
+) -> None:
+    await make_old_schema(db, version, clock())
+    assert await device_columns(db) == 0
+    firefox = encode_device("Firefox", None)
+    async with PostgresStore(postgres_url, clock=clock) as store:
+        for key, (owner, expiry, left, data) in OLD_SESSIONS.items():
+            stored = await store.load(key)
+            if left < 0:
+                assert stored is None
+                continue
+            assert stored is not None
+            assert (stored.owner, stored.expiry) == (owner, expiry)
+            assert stored.data == encoded(data)
+            assert await device_of(db, key) is None
+        assert await db.fetchval("SELECT version FROM asgi_sessions_meta") == SCHEMA_VERSION
+        assert await device_columns(db) == 1
+        # One write function, the current one (the old one is dropped, not overloaded).
+        assert await db.fetchval(
+            "SELECT count(*) FROM pg_proc WHERE proname = 'asgi_sessions_write'"
+            " AND pronamespace = current_schema()::regnamespace"
+        ) == 1  # fmt: skip
+
+        listed = await store.list_sessions("ann")
+        assert [s.public_id for s in listed] == [
+            public_id_for(hash_key(key)) for key in ("ann-laptop", "ann-phone")
+        ]
+        assert [(s.user_agent, s.ip, s.label) for s in listed] == [
+            (None, None, "Unknown device")
+        ] * 2
+
+        # A save that keeps the owner keeps the unknown device (and merges a counter:
+        # version 2's write); a sign-in records one; a rotation carries it to the new key.
+        change = session_write(clock(), set=encoded({"m": 1}))
+        await store.save("ann-laptop", dataclasses.replace(change, merges={"n": 2}))
+        await store.save("anon", session_write(clock(), owner="ann", device=firefox))
+        moved = await store.rotate("anon", session_write(clock(), set=encoded({"m": 2})))
+        assert await store.load("anon") is None
+        laptop, anon = await store.load("ann-laptop"), await store.load(moved.key)
+        assert laptop is not None and anon is not None
+        assert laptop.data == encoded({"user": "ann", "n": 3, "m": 1})
+        assert anon.owner == "ann"
+        assert (await device_of(db, "ann-laptop"), await device_of(db, moved.key)) == (
+            None,
+            firefox,
+        )
+        assert anon.data == encoded({"cart": [1, 2], "theme": "dark", "m": 2})
+        assert {s.user_agent for s in await store.list_sessions("ann")} == {None, "Firefox"}
+
+        # The expired record is still there for clear_expired(), and goes.
+        assert await store.clear_expired() == 1
+        assert (await store.stats()).sessions == 4
+
+    # Opening a migrated schema again changes nothing; signing out forgets the device.
+    async with PostgresStore(postgres_url, clock=clock) as store:
+        assert await store.load(moved.key) is not None
+        assert await device_of(db, moved.key) == firefox
+        await store.save(moved.key, session_write(clock(), owner=None))
+        assert await device_of(db, moved.key) is None
+        assert [s.user_agent for s in await store.list_sessions("ann")] == [None, None]
+    assert await device_columns(db) == 1
+
+
+async def test_stores_starting_at_once_on_a_version_2_schema_migrate_it_once(
+    postgres_url: str, db: asyncpg.Connection, clock: FakeClock
+) -> None:
+    await make_old_schema(db, 2, clock())
+    # The test holds the stores' advisory lock while they start, so all of them are
+    # waiting when it lets go: then one migrates, and the others must find version 3
+    # under the lock (reading the version before taking it, they would all migrate, and
+    # the second DROP FUNCTION would fail).
+    digest = hashlib.sha256(b'asgi_sessions:"asgi_sessions"').digest()
+    stores = [PostgresStore(postgres_url, clock=clock, min_size=1, max_size=1) for _ in range(4)]
+    try:
+        async with db.transaction():
+            await db.execute(
+                "SELECT pg_advisory_xact_lock($1)", int.from_bytes(digest[:8], "big", signed=True)
+            )
+            loads = [asyncio.create_task(store.load("ann-laptop")) for store in stores]
+            await asyncio.sleep(0.3)
+            assert not any(load.done() for load in loads)
+        for stored in await asyncio.gather(*loads):
+            assert stored is not None
+            assert stored.owner == "ann"
+        await asyncio.gather(*(
+            store.save("ann-laptop", session_write(clock(), set=encoded({f"by{i}": i})))
+            for i, store in enumerate(stores)
+        ))  # fmt: skip
+        stored = await stores[0].load("ann-laptop")
+        assert stored is not None
+        assert stored.data == encoded({"user": "ann", "n": 1} | {f"by{i}": i for i in range(4)})
+    finally:
+        await asyncio.gather(*(store.aclose() for store in stores))
+    assert await db.fetchval("SELECT version FROM asgi_sessions_meta") == SCHEMA_VERSION
+    assert await device_columns(db) == 1
+
+
+async def test_with_create_schema_false_an_older_schema_is_refused_and_left_as_it_is(
+    postgres_url: str, db: asyncpg.Connection, clock: FakeClock
+) -> None:
+    await make_old_schema(db, 2, clock())
+    async with PostgresStore(postgres_url, create_schema=False, clock=clock) as store:
+        with pytest.raises(
+            SessionStoreError, match=r"schema version 2, which .* migrates to 3.*create_schema=True"
+        ):
+            await store.load("bob")
+    assert await db.fetchval("SELECT version FROM asgi_sessions_meta") == 2
+    assert await device_columns(db) == 0
 
 
 async def test_with_create_schema_false_a_missing_schema_is_an_error_and_none_is_made(

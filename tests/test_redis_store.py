@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import math
 import subprocess
 import sys
 import time
@@ -26,8 +28,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from asgi_sessions import MissingDependency, SessionMiddleware, SessionStoreError
+from asgi_sessions.devices import decode_device, encode_device
 from asgi_sessions.errors import ImproperlyConfigured, KeyCollision, SessionInterrupted
-from asgi_sessions.stores.base import hash_key, public_id_for
+from asgi_sessions.stores.base import SessionWrite, hash_key, public_id_for
 from asgi_sessions.stores.redis import RedisStore
 from tests.clock import FakeClock
 from tests.redis_server import RedisProcess, free_port
@@ -359,6 +362,97 @@ async def test_revoke_and_revoke_all_delete_sessions_and_index_entries(
     assert sync_redis.zcard("asgi_sessions:owner:u1") == 1
     assert await rstore.revoke_all("u2") == 1
     assert await rstore.revoke_all("nobody") == 0
+
+
+# -- devices (issue 25): one more field, m:d, written with the owner ----------------------
+
+DEVICE = encode_device("Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0", "203.0.113.0/24")
+
+
+def with_device(change: SessionWrite, device: str | None) -> SessionWrite:
+    return dataclasses.replace(change, device=device)
+
+
+async def test_the_device_is_one_field_written_with_the_owner_and_kept_by_other_saves(
+    rstore: RedisStore, sync_redis: redis.Redis, clock: FakeClock
+) -> None:
+    name = f"asgi_sessions:{hash_key(KEY)}"
+    first = session_write(clock(), set={"a": "1"}, create=True, owner="u1")
+    await rstore.save(KEY, with_device(first, DEVICE))
+    assert sync_redis.hget(name, "m:d") == DEVICE.encode()
+
+    # The usual save (update.lua), a delete and a replace (write.lua) keep it, even when
+    # they carry a device of their own: only an owner change writes one.
+    await rstore.save(KEY, with_device(session_write(clock(), set={"b": "2"}), "junk"))
+    await rstore.save(KEY, session_write(clock(), set={"c": "3"}, deleted=frozenset({"b"})))
+    await rstore.save(KEY, session_write(clock(), set={"a": "4"}, replace=True))
+    loaded = await rstore.load(KEY)
+    assert loaded is not None
+    assert (loaded.data, loaded.owner, loaded.device) == ({"a": "4"}, "u1", DEVICE)
+
+    # An owner change writes the request's device; signing out (no owner, no device)
+    # clears it.
+    other = encode_device("curl/8.5.0", None)
+    await rstore.save(KEY, with_device(session_write(clock(), owner="u2"), other))
+    assert sync_redis.hget(name, "m:d") == other.encode()
+    await rstore.save(KEY, session_write(clock(), owner=None))
+    assert not sync_redis.hexists(name, "m:d")
+    assert not sync_redis.hexists(name, "m:o")
+    loaded = await rstore.load(KEY)
+    assert loaded is not None
+    assert (loaded.data, loaded.owner, loaded.device) == ({"a": "4"}, None, None)
+
+
+async def test_a_session_whose_last_key_goes_is_deleted_with_its_device(
+    rstore: RedisStore, sync_redis: redis.Redis, clock: FakeClock
+) -> None:
+    first = session_write(clock(), set={"a": "1"}, create=True, owner="u1")
+    await rstore.save(KEY, with_device(first, DEVICE))
+
+    await rstore.save(KEY, session_write(clock(), deleted=frozenset({"a"})))
+
+    # The device is metadata: a hash left with it and no key would be a session kept
+    # without data.
+    assert sync_redis.keys() == []
+
+
+async def test_a_record_written_before_devices_were_kept_lists_with_an_unknown_device(
+    rstore: RedisStore, sync_redis: redis.Redis, clock: FakeClock
+) -> None:
+    # The current layout minus m:d, as the release before devices wrote it.
+    old = hash_key(KEY)
+    ends = clock() + 3600
+    sync_redis.hset(
+        f"asgi_sessions:{old}",
+        mapping={"d:user": '"ada"', "m:e": repr(ends), "m:c": repr(clock()),
+                 "m:u": repr(clock()), "m:o": "u1"},
+    )  # fmt: skip
+    sync_redis.pexpireat(f"asgi_sessions:{old}", math.ceil(ends * 1000))
+    sync_redis.zadd("asgi_sessions:owner:u1", {old: ends})
+    clock.advance(1)
+    await rstore.save("n" * 43, with_device(
+        session_write(clock(), set={"user": '"ada"'}, create=True, owner="u1"), DEVICE
+    ))  # fmt: skip
+
+    listed = await rstore.list_sessions("u1")
+
+    assert [(entry.public_id, entry.user_agent, entry.ip) for entry in listed] == [
+        (public_id_for(old), None, None),
+        (public_id_for(hash_key("n" * 43)), *decode_device(DEVICE)),
+    ]
+    assert listed[0].label == "Unknown device"
+    loaded = await rstore.load(KEY)
+    assert loaded is not None and loaded.device is None
+    # It takes saves as before; the first owner change gives it a device.
+    await rstore.save(KEY, session_write(clock(), set={"b": "2"}))
+    await rstore.save(KEY, session_write(clock(), deleted=frozenset({"b"})))
+    assert [entry.user_agent for entry in await rstore.list_sessions("u1")] == [
+        None,
+        decode_device(DEVICE)[0],
+    ]
+    await rstore.save(KEY, with_device(session_write(clock(), owner="u2"), DEVICE))
+    (moved,) = await rstore.list_sessions("u2")
+    assert (moved.user_agent, moved.ip) == decode_device(DEVICE)
 
 
 # -- client ownership and the optional dependency ---------------------------------------

@@ -24,8 +24,9 @@ from redis.crc import key_slot
 from starlette.requests import Request
 
 from asgi_sessions import Session, SessionStoreError, Store, store_from_url
+from asgi_sessions.devices import decode_device, encode_device
 from asgi_sessions.errors import ImproperlyConfigured, SessionInterrupted
-from asgi_sessions.stores.base import SessionWrite, hash_key
+from asgi_sessions.stores.base import SessionWrite, hash_key, public_id_for
 from asgi_sessions.stores.redis import RedisStore
 from asgi_sessions.stores.redis_layout import tag_of
 from tests.clock import FakeClock
@@ -272,6 +273,65 @@ async def test_a_move_that_fails_half_way_leaves_the_old_session_alive(
     name = cluster_store.layout.name(created.key)
     with holder(redis_cluster, name) as master:
         assert master.pttl(name) > 60_000  # its own end again, not the sealed copy's minute
+
+
+async def test_a_move_to_another_slot_takes_the_device_of_the_request_that_moved_it(
+    cluster_store: RedisStore,
+    redis_cluster: RedisClusterSet,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    laptop = encode_device("Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0", None)
+    phone = encode_device("Mozilla/5.0 (iPhone) Safari/604.1", "203.0.113.0/24")
+    created = await cluster_store.create(
+        change(clock(), set={"cart": "[1]"}, create=True, owner="bob", owner_changed=True,
+               device=laptop)
+    )  # fmt: skip
+    real_merge = cluster_store._merge
+
+    async def node_dies_before_the_create(
+        key: str, new_key: str, write: SessionWrite, **kw: Any
+    ) -> Any:
+        if write.create:
+            raise SessionStoreError("Redis failed while saving a session (ConnectionError)")
+        return await real_merge(key, new_key, write, **kw)
+
+    # A failed move gives the old record back with its own device.
+    monkeypatch.setattr(cluster_store, "_merge", node_dies_before_the_create)
+    with pytest.raises(SessionStoreError):
+        await cluster_store.save(
+            created.key, change(clock(), owner="ada", owner_changed=True, device=phone)
+        )
+    monkeypatch.undo()
+    (bobs,) = await cluster_store.list_sessions("bob")
+    assert (bobs.user_agent, bobs.ip) == decode_device(laptop)
+
+    moved = await cluster_store.save(
+        created.key,
+        change(clock(), set={"user": '"ada"'}, owner="ada", owner_changed=True, device=phone),
+    )
+
+    assert tag_of(moved.key) != tag_of(created.key)
+    assert await cluster_store.list_sessions("bob") == []
+    (entry,) = await cluster_store.list_sessions("ada")
+    assert (entry.public_id, entry.user_agent, entry.ip) == (
+        public_id_for(hash_key(moved.key)),
+        *decode_device(phone),
+    )
+    loaded = await cluster_store.load(moved.key)
+    assert loaded is not None
+    assert (loaded.owner, loaded.device) == ("ada", phone)
+    # Later saves and a rotation inside the slot keep it.
+    await cluster_store.save(moved.key, change(clock(), set={"b": "2"}))
+    rotated = await cluster_store.rotate(moved.key, change(clock(), set={"c": "3"}))
+    assert tag_of(rotated.key) == tag_of(moved.key)
+    name = cluster_store.layout.name(rotated.key)
+    with holder(redis_cluster, name) as master:
+        assert master.hget(name, "m:d") == phone
+    # Signing out clears it where the session stays.
+    await cluster_store.save(rotated.key, change(clock(), owner=None, owner_changed=True))
+    with holder(redis_cluster, name) as master:
+        assert master.hmget(name, ["m:o", "m:d"]) == [None, None]
 
 
 async def test_every_process_finds_the_same_slot_key_even_after_a_flushall(

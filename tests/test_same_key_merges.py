@@ -196,6 +196,7 @@ async def test_a_version_1_postgres_schema_is_migrated_to_merge_lists(postgres_u
     import asyncpg
 
     from asgi_sessions.stores.postgres import PostgresStore
+    from asgi_sessions.stores.postgres_sql import SCHEMA_VERSION
     from tests.support import headers_with, saved_session
 
     async with PostgresStore(postgres_url) as store:
@@ -205,7 +206,8 @@ async def test_a_version_1_postgres_schema_is_migrated_to_merge_lists(postgres_u
         # Version 1 as it was: the write function without the merge parameters.
         await db.execute(
             "DROP FUNCTION asgi_sessions_write(bytea, bytea, bool, bool, text[], text[], text[],"
-            " float8, float8, float8, float8, float8, text, bool, text, bool, text[], text[]);"
+            " float8, float8, float8, float8, float8, text, bool, text, text, bool, text[],"
+            " text[]);"
             "CREATE FUNCTION asgi_sessions_write(bytea, bytea, bool, bool, text[], text[], text[],"
             " float8, float8, float8, float8, float8, text, bool, text, bool, OUT int,"
             " OUT float8, OUT text) LANGUAGE sql AS $$ SELECT 2, 0::float8, ''::text $$;"
@@ -220,7 +222,7 @@ async def test_a_version_1_postgres_schema_is_migrated_to_merge_lists(postgres_u
             record = await store.get(cookie.rpartition(".")[0])
             assert record is not None
             assert record.get_decoded() == {"n": 3}
-        assert await db.fetchval("SELECT version FROM asgi_sessions_meta") == 2
+        assert await db.fetchval("SELECT version FROM asgi_sessions_meta") == SCHEMA_VERSION
     finally:
         await db.close()
 

@@ -1,9 +1,11 @@
-"""What only the SQLite store promises: the file's settings, hashing at rest, concurrency
+"""What only the SQLite store promises: the file's settings, files made by earlier schema
+versions (migrated, or read as they are when read-only), hashing at rest, concurrency
 across tasks and processes, cleanup, and errors that say what to check."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sqlite3
 import subprocess
@@ -15,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from asgi_sessions import SessionStoreError
+from asgi_sessions.devices import encode_device
 from asgi_sessions.errors import KeyCollision, SessionInterrupted
-from asgi_sessions.stores.base import hash_key, public_id_for
+from asgi_sessions.stores.base import SessionWrite, hash_key, public_id_for
 from asgi_sessions.stores.sqlite import SCHEMA_VERSION, SQLiteStore
 from tests.clock import FakeClock
 from tests.support import encoded, session_write
@@ -231,6 +234,187 @@ async def test_aclose_is_idempotent_and_the_store_then_refuses_use(
     await db.aclose()
     with pytest.raises(SessionStoreError, match="is closed"):
         await db.load(KEY)
+
+
+# -- files made by earlier versions ---------------------------------------------------
+
+# Version 1 exactly as the release before "your devices" created it (its _SCHEMA, no
+# device column), in WAL mode as it left every file.
+V1_SCHEMA = """
+PRAGMA journal_mode = WAL;
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    expiry TEXT,
+    owner TEXT
+) WITHOUT ROWID;
+CREATE INDEX sessions_expires_at ON sessions (expires_at);
+CREATE INDEX sessions_owner ON sessions (owner, created_at) WHERE owner IS NOT NULL;
+CREATE TABLE session_data (
+    sid TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (sid, key)
+) WITHOUT ROWID;
+PRAGMA user_version = 1;
+"""
+
+# key: (owner, expiry setting, seconds left, data)
+V1_SESSIONS: dict[str, tuple[str | None, str | None, float, dict[str, object]]] = {
+    "anon": (None, None, 3600, {"cart": [1, 2], "theme": "dark"}),
+    "ann-laptop": ("ann", None, 3600, {"user": "ann"}),
+    "ann-phone": ("ann", '{"seconds":60}', 60, {"user": "ann", "n": 3}),
+    "bob": ("bob", None, 3600, {"user": "bob"}),
+    "gone": ("ann", None, -5, {"user": "ann"}),
+}
+
+
+def make_v1_file(path: Path, now: float) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(V1_SCHEMA)
+    for i, (key, (owner, expiry, left, data)) in enumerate(V1_SESSIONS.items()):
+        sid = hash_key(key)
+        conn.execute(
+            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
+            (sid, now - 100 + i, now - 50, now + left, expiry, owner),
+        )
+        conn.executemany(
+            "INSERT INTO session_data VALUES (?, ?, ?)",
+            [(sid, k, v) for k, v in encoded(data).items()],
+        )
+    conn.close()
+
+
+def columns(path: Path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return [row[1] for row in conn.execute("PRAGMA table_info(sessions)")]
+    finally:
+        conn.close()
+
+
+def with_device(change: SessionWrite, device: str) -> SessionWrite:
+    return dataclasses.replace(change, device=device)
+
+
+async def test_a_version_1_file_migrates_in_place_and_keeps_every_session(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "v1.sqlite3"
+    make_v1_file(path, clock())
+    firefox = encode_device("Firefox", None)
+    async with SQLiteStore(path, clock=clock) as store:
+        for key, (owner, expiry, left, data) in V1_SESSIONS.items():
+            stored = await store.load(key)
+            if left < 0:
+                assert stored is None
+                continue
+            assert stored is not None
+            assert (stored.owner, stored.expiry, stored.device) == (owner, expiry, None)
+            assert stored.data == encoded(data)
+        assert pragma(path, "user_version") == SCHEMA_VERSION == 2
+        assert columns(path)[-1] == "device"
+
+        listed = await store.list_sessions("ann")
+        assert [s.public_id for s in listed] == [
+            public_id_for(hash_key(key)) for key in ("ann-laptop", "ann-phone")
+        ]
+        assert [(s.user_agent, s.ip, s.label) for s in listed] == [
+            (None, None, "Unknown device")
+        ] * 2
+
+        # A save that keeps the owner keeps the unknown device; a sign-in records one;
+        # a rotation carries it to the new key.
+        await store.save("ann-laptop", session_write(clock(), set=encoded({"n": 1})))
+        await store.save("anon", with_device(session_write(clock(), owner="ann"), firefox))
+        moved = await store.rotate("anon", session_write(clock(), set=encoded({"m": 2})))
+        assert await store.load("anon") is None
+        laptop, anon = await store.load("ann-laptop"), await store.load(moved.key)
+        assert laptop is not None and anon is not None
+        assert (laptop.device, laptop.data) == (None, {"user": '"ann"', "n": "1"})
+        assert (anon.device, anon.owner) == (firefox, "ann")
+        assert anon.data == encoded({"cart": [1, 2], "theme": "dark", "m": 2})
+        assert {s.user_agent for s in await store.list_sessions("ann")} == {None, "Firefox"}
+
+        # The expired record is still there for clear_expired(), and goes.
+        assert await store.clear_expired() == 1
+        assert (await store.stats()).sessions == 4
+
+    # Opening a migrated file again changes nothing.
+    async with SQLiteStore(path, clock=clock) as store:
+        stored = await store.load(moved.key)
+        assert stored is not None
+        assert stored.device == firefox
+    assert columns(path).count("device") == 1
+
+
+async def test_two_stores_opening_one_version_1_file_at_once_both_work(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "v1.sqlite3"
+    make_v1_file(path, clock())
+    # A third connection holds the write lock while both stores open, so both are
+    # waiting in BEGIN IMMEDIATE when it lets go: then one migrates, and the other must
+    # find version 2 once it gets the lock (reading the version before BEGIN, both would
+    # find 1 and the second would fail on "duplicate column name: device").
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    stores = [SQLiteStore(path, clock=clock) for _ in range(2)]
+    try:
+        loads = [asyncio.create_task(store.load("ann-laptop")) for store in stores]
+        await asyncio.sleep(0.3)
+        assert not any(load.done() for load in loads)
+        blocker.execute("COMMIT")
+        blocker.close()
+        for stored in await asyncio.gather(*loads):
+            assert stored is not None
+            assert (stored.owner, stored.device, stored.data) == ("ann", None, {"user": '"ann"'})
+        await asyncio.gather(
+            *(
+                store.save("ann-laptop", session_write(clock(), set=encoded({f"by{i}": i})))
+                for i, store in enumerate(stores)
+            )
+        )
+        for store in stores:
+            stored = await store.load("ann-laptop")
+            assert stored is not None
+            assert stored.data == encoded({"user": "ann", "by0": 0, "by1": 1})
+            assert len(await store.list_sessions("ann")) == 2
+    finally:
+        for store in stores:
+            await store.aclose()
+    assert pragma(path, "user_version") == SCHEMA_VERSION
+    assert columns(path).count("device") == 1
+
+
+async def test_a_read_only_store_reads_a_version_1_file_as_it_is(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "v1.sqlite3"
+    make_v1_file(path, clock())
+    async with SQLiteStore(path, clock=clock, read_only=True) as reader:
+        stored = await reader.load("ann-phone")
+        assert stored is not None
+        assert (stored.owner, stored.device) == ("ann", None)
+        assert [s.user_agent for s in await reader.list_sessions("ann")] == [None, None]
+        stats = await reader.stats()
+        assert (stats.sessions, stats.expired, stats.owners) == (4, 1, 2)
+        assert pragma(path, "user_version") == 1
+        assert "device" not in columns(path)
+
+        # A writer migrates the file under the reader, which goes on reading.
+        async with SQLiteStore(path, clock=clock) as writer:
+            await writer.save(
+                "bob",
+                with_device(session_write(clock(), owner="bob"), encode_device("Safari", None)),
+            )
+        assert pragma(path, "user_version") == 2
+        stored = await reader.load("bob")
+        assert stored is not None
+        assert stored.data == encoded({"user": "bob"})
+        assert len(await reader.list_sessions("bob")) == 1
 
 
 # -- several processes on one file ----------------------------------------------------

@@ -36,6 +36,7 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 from ..cookies import Signer
+from ..devices import decode_device, device_label
 from ..errors import KeyCollision, OutcomeUnknown, SessionStoreError, StoreCapabilityError
 from ..events import SessionEvents, observed, store_event
 from ..serializers import JSONSerializer, Serializer
@@ -126,6 +127,8 @@ class StoredSession:
     """The session's own ``set_expiry`` setting (see :mod:`asgi_sessions.expiry`)."""
     owner: str | None = None
     """The user id the session is bound to (``session.owner``), or ``None``."""
+    device: str | None = None
+    """The owner's device, as :func:`asgi_sessions.devices.encode_device` wrote it."""
     decoded: dict[str, Any] | None = None
     """Already decoded data, for stores that decode the whole session at once (the cookie
     store); when set, ``data`` is ignored."""
@@ -174,6 +177,14 @@ class SessionWrite:
     applied with :func:`merge_value` to the value stored *now*, atomically with the rest.
     A key the merge leaves without a value is deleted (and then the emptiness rule
     applies). Only sent with the JSON serializer; the cookie store never gets any."""
+    device: str | None = None
+    """The device text (:mod:`asgi_sessions.devices`), written exactly when ``owner`` is:
+    on a create and when ``owner_changed``; a merge otherwise keeps the stored one.
+    Opaque to stores."""
+
+    def device_after(self, stored_device: str | None) -> str | None:
+        """The device text in force after merging into what is stored."""
+        return self.device if self.owner_changed or self.create else stored_device
 
     def settings(self, stored_owner: str | None, stored_expiry: str | None) -> tuple[Any, Any]:
         """The owner and expiry setting in force after merging into what is stored."""
@@ -300,12 +311,32 @@ class SessionRecord:
 
 @dataclass(slots=True, frozen=True)
 class OwnedSession:
-    """One live session of an owner, as listed for "your sessions" pages."""
+    """One live session of an owner, as listed for "your devices" pages.
+
+    ``entry.public_id == session.public_id`` tells the entry of the request's own session
+    ("this device"); ``revoke(owner, entry.public_id)`` ends another.
+    """
 
     public_id: str
     created: datetime
     last_saved: datetime
+    """The record's last write: a save, or a renewal (``save_every_request``, at most
+    once per ``renew_interval``). No request writes only to update it."""
     expire_date: datetime
+    user_agent: str | None = None
+    """The ``User-Agent`` of the request that signed in (``None``: not recorded)."""
+    ip: str | None = None
+    """Its client address or network, with ``record_ip=`` (``None`` otherwise)."""
+
+    @property
+    def last_seen(self) -> datetime:
+        """When the device was last seen: the record's last write (``last_saved``)."""
+        return self.last_saved
+
+    @property
+    def label(self) -> str:
+        """ "Firefox on Linux", "Safari on iPhone" (the raw user agent without ua-parser)."""
+        return device_label(self.user_agent)
 
 
 @dataclass(slots=True, frozen=True)
@@ -589,12 +620,19 @@ class Store:
 
     @staticmethod
     def owned(
-        store_id: str, created_at: float, updated_at: float, expires_at: float
+        store_id: str,
+        created_at: float,
+        updated_at: float,
+        expires_at: float,
+        device: str | None = None,
     ) -> OwnedSession:
-        """Build an :class:`OwnedSession` from stored figures."""
+        """Build an :class:`OwnedSession` from stored figures and device text."""
+        user_agent, ip = decode_device(device)
         return OwnedSession(
             public_id=public_id_for(store_id),
             created=_utc(created_at),
             last_saved=_utc(updated_at),
             expire_date=_utc(expires_at),
+            user_agent=user_agent,
+            ip=ip,
         )

@@ -85,6 +85,7 @@ class MemoryStore(Store):
             if current is not None:
                 raise KeyCollision(f"A session with store id {store_id[:12]}... already exists.")
             owner, expiry, created_at = change.owner, change.expiry, change.created_at
+            device = change.device
             data = dict(change.set)
         else:
             if current is None:
@@ -92,11 +93,12 @@ class MemoryStore(Store):
             owner = change.owner if change.owner_changed else current.owner
             expiry = change.expiry if change.expiry_changed else current.expiry
             created_at = current.created_at
+            device = change.device_after(current.device)
             data = merged_data(current.data, change)
         if not data:
             return current, None
         ends = resolve_expires_at(expiry, change.now, change.default_expires_at, change.expires_cap)
-        return current, StoredSession(data, ends, created_at, change.now, expiry, owner)
+        return current, StoredSession(data, ends, created_at, change.now, expiry, owner, device)
 
     async def read(self, store_id: str) -> StoredSession | None:
         # The stored record itself, not a copy: readers only decode from it, and write()
@@ -185,7 +187,8 @@ class MemoryStore(Store):
         owned = self._owned_live(owner)
         owned.sort(key=lambda item: (item[1].created_at, item[0]))
         return [
-            self.owned(sid, rec.created_at, rec.updated_at, rec.expires_at) for sid, rec in owned
+            self.owned(sid, rec.created_at, rec.updated_at, rec.expires_at, rec.device)
+            for sid, rec in owned
         ]
 
     async def revoke(self, owner: str, public_id: str) -> int:
@@ -210,7 +213,7 @@ def _record_size(record: StoredSession) -> int:
     size = sys.getsizeof(record) + sys.getsizeof(record.data)
     for key, value in record.data.items():
         size += sys.getsizeof(key) + sys.getsizeof(value)
-    for text in (record.expiry, record.owner):
+    for text in (record.expiry, record.owner, record.device):
         if text is not None:
             size += sys.getsizeof(text)
     return size

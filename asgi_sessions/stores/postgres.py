@@ -8,7 +8,9 @@ emptiness: one statement, one round trip, atomic.
 
 The schema (``postgres_schema.sql``) is created on first use, in one transaction under an
 advisory lock, and carries a version (``<table>_meta``); the README's PostgreSQL section
-says how a future version upgrades it. The statements the store runs are in
+says how a future version upgrades it. Version 3 added ``device`` (the owner's device for
+"your devices" pages, :mod:`asgi_sessions.devices`); an older schema is migrated in place
+on first use, its records' devices unknown. The statements the store runs are in
 ``postgres_queries.sql``.
 """
 
@@ -28,6 +30,7 @@ from ..errors import (
     SessionInterrupted,
     SessionStoreError,
 )
+from ..events import read_found_expired
 from ..redaction import redact_url
 from .base import (
     IMPORT_MARKER_KEY,
@@ -88,7 +91,7 @@ class PostgresStore(Store):
             the 50 ms budget; at 500, 22 ms).
         purge_batch_seconds: how long one such transaction should take (and so hold its
             row locks); the batch size adapts to it.
-        create_schema: create (or upgrade) the tables on first use; with ``False`` the
+        create_schema: create (or migrate) the tables on first use; with ``False`` the
             store only checks that they are there at its version.
         connect_options: passed to ``asyncpg.create_pool`` (``ssl=...``, ...).
     """
@@ -231,6 +234,9 @@ class PostgresStore(Store):
         if not rows:
             return None
         created_at, updated_at, expires_at, expiry, owner = rows[0][:5]
+        if expires_at <= now:  # one row without data (postgres_queries.sql, "load")
+            read_found_expired(owner)
+            return None
         return StoredSession(
             data={row[5]: row[6] for row in rows if row[5] is not None},
             expires_at=expires_at,
@@ -256,7 +262,7 @@ class PostgresStore(Store):
             sid, new_sid, change.create, change.replace,
             list(change.set), list(change.set.values()), list(change.deleted),
             self.clock(), change.now, change.default_expires_at, change.expires_cap,
-            change.created_at, change.owner, change.owner_changed,
+            change.created_at, change.owner, change.owner_changed, change.device,
             change.expiry, change.expiry_changed,
             *_merge_args(change),
         )  # fmt: skip

@@ -1,4 +1,4 @@
--- PostgresStore schema, version 2. Run by the store on first use, in one transaction,
+-- PostgresStore schema, version 3. Run by the store on first use, in one transaction,
 -- under an advisory lock (so that several processes starting at once do not collide).
 -- Names in braces are replaced by quoted, optionally schema-qualified identifiers built from the
 -- store's `table` and `schema` options; nothing else is substituted.
@@ -19,7 +19,10 @@ CREATE TABLE {sessions} (
     -- (PostgreSQL 15: any index; 16+: any but BRIN). This one changes once an hour.
     purge_after float8 NOT NULL,
     expiry text,                     -- the session's set_expiry() choice, opaque
-    owner text
+    owner text,
+    -- The owner's device (asgi_sessions.devices, opaque), written with the owner; NULL:
+    -- unknown (a record from before version 3, or no owner).
+    device text
 ) WITH (fillfactor = 80);            -- room on each page for HOT updates
 
 CREATE INDEX {purge_index} ON {sessions} (purge_after, pk);
@@ -35,7 +38,7 @@ CREATE TABLE {data} (
 CREATE TABLE {meta} (
     version integer NOT NULL
 );
-INSERT INTO {meta} (version) VALUES (2);
+INSERT INTO {meta} (version) VALUES (3);
 
 -- When a record written at `now` ends, from the expiry setting in force after the merge
 -- (mirrors asgi_sessions.expiry.resolve_expires_at): a fixed moment "a:<ts>" is kept;
@@ -67,9 +70,11 @@ $$;
 --              p_new_id is given, move it there (status 3 if a live one holds p_new_id;
 --              the old id is dead from that instant).
 -- The merge: p_replace drops every stored key, else p_deleted are dropped; then p_keys
--- are written with p_values; owner and expiry only when *_changed; expires_at is
--- recomputed from the setting in force after the merge. p_live_at is the store's clock
--- (what "alive" means), p_now the request's time (updated_at, inactivity windows).
+-- are written with p_values; owner and expiry only when *_changed, and p_device exactly
+-- when the owner is (else the row keeps its own; a rotation renames the row, device and
+-- all); expires_at is recomputed from the setting in force after the merge. p_live_at is
+-- the store's clock (what "alive" means), p_now the request's time (updated_at,
+-- inactivity windows).
 -- p_merge_keys/p_merge_ops: lists and counters applied to the value stored now (mirrors
 -- asgi_sessions.stores.base.merge_value): an op is an integer delta, or a JSON array
 -- [[seen items], [appended items]] whose items are the serializer's texts. Values are
@@ -77,12 +82,12 @@ $$;
 -- what is spliced back reads byte-identical to what the serializer would write.
 -- Returns status 0 (saved) or 1 (the merge left no key: the record was deleted), with
 -- the record's expires_at and expiry setting.
--- version 2: begin write
+-- begin write (a migration from an older version installs this part alone)
 CREATE OR REPLACE FUNCTION {write}(
     p_id bytea, p_new_id bytea, p_create bool, p_replace bool,
     p_keys text[], p_values text[], p_deleted text[],
     p_live_at float8, p_now float8, p_default_expires float8, p_cap float8,
-    p_created_at float8, p_owner text, p_owner_changed bool,
+    p_created_at float8, p_owner text, p_owner_changed bool, p_device text,
     p_expiry text, p_expiry_changed bool,
     p_merge_keys text[], p_merge_ops text[],
     OUT o_status int, OUT o_expires_at float8, OUT o_expiry text)
@@ -111,9 +116,9 @@ BEGIN
         -- ON CONFLICT: two creates racing for one id (never, with random keys) make one
         -- of them a collision rather than a unique-violation error.
         INSERT INTO {sessions} AS s
-            (id, created_at, updated_at, expires_at, purge_after, expiry, owner)
+            (id, created_at, updated_at, expires_at, purge_after, expiry, owner, device)
         VALUES (p_id, p_created_at, p_now, o_expires_at, floor(o_expires_at / 3600) * 3600,
-                p_expiry, p_owner)
+                p_expiry, p_owner, p_device)
         ON CONFLICT (id) DO NOTHING
         RETURNING s.pk INTO v_pk;
         IF v_pk IS NULL THEN
@@ -129,6 +134,7 @@ BEGIN
             id = coalesce(p_new_id, s.id),
             updated_at = p_now,
             owner = CASE WHEN p_owner_changed THEN p_owner ELSE s.owner END,
+            device = CASE WHEN p_owner_changed THEN p_device ELSE s.device END,
             expiry = CASE WHEN p_expiry_changed THEN p_expiry ELSE s.expiry END,
             -- The setting in force is the stored row's as this UPDATE sees it (the newest
             -- version, after any lock wait), unless this request changed it.
@@ -215,4 +221,4 @@ BEGIN
     o_status := 0;
 END
 $$;
--- version 2: end write
+-- end write

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SCHEMA_VERSION", "SqlNames", "set_up"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each derived name (e.g. "<table>_purge_after") must fit PostgreSQL's 63-byte identifiers.
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
@@ -54,12 +54,35 @@ def _named_statements(text: str) -> dict[str, str]:
 
 
 _STATEMENTS = _named_statements(_package_file("postgres_queries.sql"))
-# Migration 1 -> 2 (our own SQL, names substituted by render()).
-_DROP_WRITE_V1 = (
-    "DROP FUNCTION {write}(bytea, bytea, bool, bool, text[], text[], text[], "
-    "float8, float8, float8, float8, float8, text, bool, text, bool);\n"
-)
-_VERSION_2 = "UPDATE {meta} SET version = 2;"
+
+# Migrations (our own SQL, names substituted by render()). Each version changed the write
+# function's parameters, so a migration drops the one the found version has, by its
+# signature, makes each table change from there on, and installs the current function.
+_DROP_WRITE = {
+    1: "DROP FUNCTION {write}(bytea, bytea, bool, bool, text[], text[], text[], "
+    "float8, float8, float8, float8, float8, text, bool, text, bool);\n",
+    # 2: lists and counters merge (p_merge_keys, p_merge_ops).
+    2: "DROP FUNCTION {write}(bytea, bytea, bool, bool, text[], text[], text[], "
+    "float8, float8, float8, float8, float8, text, bool, text, bool, text[], text[]);\n",
+}
+# Version n -> n + 1, besides the write function.
+_TABLE_CHANGES = {
+    1: "",
+    # 3: the owner's device (p_device). A nullable column without a default is added
+    # without rewriting the table, at once whatever its size; old rows read NULL
+    # ("unknown device"). IF NOT EXISTS: a column added ahead (by hand, or by a test that
+    # fakes an older version from a newer schema) is no reason to refuse the rest.
+    2: "ALTER TABLE {sessions} ADD COLUMN IF NOT EXISTS device text;\n",
+}
+
+
+def _migration(version: int) -> str:
+    """The SQL that takes a schema at ``version`` to :data:`SCHEMA_VERSION` (but for the
+    version number it records)."""
+    schema = _package_file("postgres_schema.sql")
+    write = schema[schema.index("-- begin write") : schema.index("-- end write")]
+    steps = "".join(_TABLE_CHANGES[step] for step in range(version, SCHEMA_VERSION))
+    return _DROP_WRITE[version] + steps + write
 
 
 class SqlNames:
@@ -92,7 +115,8 @@ async def set_up(
     create: bool,
     where: str,
 ) -> None:
-    """Create the schema if it is missing (and ``create``), else check its version.
+    """Create the schema if it is missing, or migrate an older one (both only with
+    ``create``); else check its version.
 
     Runs in one transaction under an advisory lock keyed by the table's name, so several
     processes starting at once do not collide: one creates, the others wait and see it.
@@ -113,16 +137,19 @@ async def set_up(
             await conn.execute(sql.render(_package_file("postgres_schema.sql")))
             return
         version = await conn.fetchval(sql.render("SELECT max(version) FROM {meta}"))
-        # A later release adds its migration steps here, applied in order, in this
-        # transaction: version 1 -> 2 -> ... -> SCHEMA_VERSION.
-        if version == 1:
-            # 2: the write function merges lists and counters (two more parameters).
-            schema = _package_file("postgres_schema.sql")
-            write = schema[
-                schema.index("-- version 2: begin write") : schema.index("-- version 2: end write")
-            ]
-            await conn.execute(sql.render(_DROP_WRITE_V1 + write + _VERSION_2))
-            version = 2
+        # The steps from the version found to SCHEMA_VERSION, in this transaction: a
+        # process that waited on the lock finds the new version and migrates nothing.
+        if version in _DROP_WRITE:
+            if not create:
+                raise SessionStoreError(
+                    f"PostgreSQL session store {where} has schema version {version}, which "
+                    f"this version of {DISTRIBUTION} migrates to {SCHEMA_VERSION}, but "
+                    "create_schema=False. Migrate it with PostgresStore(..., "
+                    "create_schema=True) once, as a user that may alter the tables."
+                )
+            await conn.execute(sql.render(_migration(version)))
+            await conn.execute(sql.render("UPDATE {meta} SET version = $1"), SCHEMA_VERSION)
+            version = SCHEMA_VERSION
         if version != SCHEMA_VERSION:
             raise SessionStoreError(
                 f"PostgreSQL session store {where} has schema version {version}, but this "

@@ -4,7 +4,8 @@ Layout, under ``prefix`` (``"asgi_sessions:"`` by default):
 
 - a hash per session with one field per top-level session key (``d:<key>``) and the
   metadata beside them (``m:e`` expires at, ``m:c`` created, ``m:u`` updated, ``m:x``
-  expiry setting, ``m:o`` owner), so a user key can never shadow metadata. The hash
+  expiry setting, ``m:o`` owner, ``m:d`` the owner's device, written with the owner and
+  absent from older records), so a user key can never shadow metadata. The hash
   expires natively (``PEXPIREAT``) when the session does: no cleanup job, no scan.
 - a sorted set per owner of their sessions, scored by expiry, kept in step by the same
   scripts that write and delete sessions.
@@ -52,7 +53,9 @@ from .redis_io import RedisCommands, import_redis
 from .redis_layout import (
     CREATED,
     DATA,
+    DEVICE,
     EXPIRY,
+    OWNER,
     ClusterLayout,
     Layout,
     decode_record,
@@ -345,6 +348,8 @@ class RedisStore(RedisCommands, Store):
             repr(change.created_at),
             int(seal),
             math.ceil(default_ends * 1000),
+            # Read only with the owner (on a create or an owner change): else kept as stored.
+            _flag(change.device) if change.create or change.owner_changed else "-",
             len(deleted),
             *deleted,
             *_merge_args(change),
@@ -377,6 +382,7 @@ class RedisStore(RedisCommands, Store):
             owner=None,
             expiry_changed=False,
             merges={},
+            device=None,
         )
         try:
             reply = await self._merge_reply(key, new_key, sealing, seal=True)
@@ -396,7 +402,8 @@ class RedisStore(RedisCommands, Store):
             # rule; the sealed record is frozen, so no concurrent write can refill it).
             await self._remove_members([self.layout.member(key)], tag_of(key))
             return WriteOutcome(False, change.now, None)
-        expiry = change.expiry if change.expiry_changed else fields.get(EXPIRY)
+        # What the request changed, else what the sealed record (this session's) holds.
+        owner, expiry = change.settings(fields.get(OWNER), fields.get(EXPIRY))
         moved = SessionWrite(
             set=data,
             deleted=frozenset(),
@@ -406,10 +413,11 @@ class RedisStore(RedisCommands, Store):
             default_expires_at=change.default_expires_at,
             expires_cap=change.expires_cap,
             created_at=float(fields[CREATED]),
-            owner=change.owner,
+            owner=owner,
             owner_changed=True,
             expiry=expiry,
             expiry_changed=True,
+            device=change.device_after(fields.get(DEVICE)),
         )
         try:
             return await self._merge(new_key, new_key, moved)
@@ -453,8 +461,11 @@ class RedisStore(RedisCommands, Store):
         )
         return int(removed)
 
-    async def _owned_live(self, owner: str) -> tuple[str, list[tuple[str, float, float, float]]]:
-        """The owner's tag, and (member, created, updated, expires) of their live sessions."""
+    async def _owned_live(
+        self, owner: str
+    ) -> tuple[str, list[tuple[str, float, float, float, str | None]]]:
+        """The owner's tag, and (member, created, updated, expires, device) of their live
+        sessions (device ``None`` for a record written before devices were kept)."""
         tag = await self._owner_tag(owner) if self.layout.cluster else ""
         # Listing prunes the index, but need not wait for replicas: pruning is idempotent.
         rows: list[Any] = await self._call(
@@ -466,14 +477,23 @@ class RedisStore(RedisCommands, Store):
         )
         texts = [_text(item) for item in rows]
         return tag, [
-            (texts[i], float(texts[i + 1]), float(texts[i + 2]), float(texts[i + 3]))
-            for i in range(0, len(texts), 4)
+            (
+                texts[i],
+                float(texts[i + 1]),
+                float(texts[i + 2]),
+                float(texts[i + 3]),
+                texts[i + 4] or None,
+            )
+            for i in range(0, len(texts), 5)
         ]
 
     async def list_sessions(self, owner: str) -> list[OwnedSession]:
         _, rows = await self._owned_live(owner)
         owned = sorted(rows, key=lambda row: (row[1], row[0]))
-        return [self.owned(self.layout.store_id(member), *times) for member, *times in owned]
+        return [
+            self.owned(self.layout.store_id(member), created, updated, expires, device)
+            for member, created, updated, expires, device in owned
+        ]
 
     async def revoke(self, owner: str, public_id: str) -> int:
         tag, rows = await self._owned_live(owner)

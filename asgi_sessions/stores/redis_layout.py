@@ -98,6 +98,8 @@ _KEY_BYTES = 32
 # A session's hash: one field per top-level key, and the metadata beside them.
 DATA = "d:"
 EXPIRES, CREATED, UPDATED, EXPIRY, OWNER, MOVED = "m:e", "m:c", "m:u", "m:x", "m:o", "m:m"
+# The owner's device (asgi_sessions.devices), written with the owner; older records lack it.
+DEVICE = "m:d"
 
 
 def decode_record(raw: dict[Any, Any], now: float) -> StoredSession | None:
@@ -127,6 +129,7 @@ def decode_record(raw: dict[Any, Any], now: float) -> StoredSession | None:
         updated_at=float(meta[UPDATED]),
         expiry=meta.get(EXPIRY),
         owner=meta.get(OWNER),
+        device=meta.get(DEVICE),
     )
 
 

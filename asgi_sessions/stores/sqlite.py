@@ -8,6 +8,10 @@ Each hook is one function run on aiosqlite's connection thread, so a load or a s
 a single hop off the event loop however many statements it runs. Writes use
 ``BEGIN IMMEDIATE``: a deferred transaction that reads and then writes gets "database is
 locked" at once when another process wrote meanwhile, ignoring ``busy_timeout``.
+
+The schema's version is SQLite's ``user_version``. Version 2 added ``sessions.device`` (the
+"your devices" text, :mod:`asgi_sessions.devices`); opening a version 1 file migrates it in
+place, and a read-only store reads a version 1 file as it is, every device unknown.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE sessions (
@@ -52,7 +56,8 @@ CREATE TABLE sessions (
     updated_at REAL NOT NULL,
     expires_at REAL NOT NULL,
     expiry TEXT,
-    owner TEXT
+    owner TEXT,
+    device TEXT
 ) WITHOUT ROWID;
 CREATE INDEX sessions_expires_at ON sessions (expires_at);
 CREATE INDEX sessions_owner ON sessions (owner, created_at) WHERE owner IS NOT NULL;
@@ -64,13 +69,47 @@ CREATE TABLE session_data (
 ) WITHOUT ROWID;
 """
 
+# What takes a file from version N to N + 1. Adding a nullable column rewrites no row, so
+# a migration is instant whatever the file's size; a NULL device reads as "unknown".
+_MIGRATIONS = {
+    1: "ALTER TABLE sessions ADD COLUMN device TEXT",
+}
+
 # An expired record still answers, as one row without data: the same lookup tells
 # "expired" from "missing" (for the expired event) and reads no data of a dead session.
 _LOAD = """
-SELECT s.created_at, s.updated_at, s.expires_at, s.expiry, s.owner, d.key, d.value
+SELECT s.created_at, s.updated_at, s.expires_at, s.expiry, s.owner, {device}, d.key, d.value
 FROM sessions AS s LEFT JOIN session_data AS d ON d.sid = s.id AND s.expires_at > ?
 WHERE s.id = ?
 """
+_LIST = (
+    "SELECT id, created_at, updated_at, expires_at, {device} FROM sessions "
+    "WHERE owner = ? AND expires_at > ? ORDER BY created_at, id"
+)
+_INSERT = (
+    "INSERT INTO sessions (id, created_at, updated_at, expires_at, expiry, owner, device) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+# The device is set exactly when the owner changes; otherwise the row keeps its own, and a
+# save pays nothing for it. Setting the id (the primary key) costs a delete and an insert
+# inside SQLite, so only a move does.
+_UPDATE = {  # (moved, owner_changed): statement
+    (False, False): (
+        "UPDATE sessions SET updated_at = ?, expires_at = ?, expiry = ?, owner = ? WHERE id = ?"
+    ),
+    (False, True): (
+        "UPDATE sessions SET updated_at = ?, expires_at = ?, expiry = ?, owner = ?, device = ? "
+        "WHERE id = ?"
+    ),
+    (True, False): (
+        "UPDATE sessions SET id = ?, updated_at = ?, expires_at = ?, expiry = ?, owner = ? "
+        "WHERE id = ?"
+    ),
+    (True, True): (
+        "UPDATE sessions SET id = ?, updated_at = ?, expires_at = ?, expiry = ?, owner = ?, "
+        "device = ? WHERE id = ?"
+    ),
+}
 _PUT = "INSERT OR REPLACE INTO session_data (sid, key, value) VALUES (?, ?, ?)"
 _DROP_KEY = "DELETE FROM session_data WHERE sid = ? AND key = ?"
 _GET_KEY = "SELECT value FROM session_data WHERE sid = ? AND key = ?"
@@ -96,14 +135,18 @@ class SQLiteStore(Store):
         busy_timeout: seconds a writer waits for another process's write to finish.
         purge_batch: expired sessions deleted per transaction by ``clear_expired()``.
         read_only: open an existing file read-only (SQLite's ``mode=ro``): no schema is
-            created and the journal mode is left alone; any write fails. The CLI's
-            ``stats``, ``show`` and ``sessions`` use it.
+            created or migrated and the journal mode is left alone; any write fails. A
+            version 1 file reads with every device unknown. The CLI's ``stats``, ``show``
+            and ``sessions`` use it.
     """
 
     # The transaction a read-modify-write opens; only a test switches it, to prove that
     # the concurrency test catches the deferred pattern.
     _begin = "BEGIN IMMEDIATE"
     _busy_retries = _BUSY_RETRIES
+    # The reading queries; a read-only store on a version 1 file swaps in NULL devices.
+    _load = _LOAD.format(device="s.device")
+    _list = _LIST.format(device="device")
 
     def __init__(
         self,
@@ -195,10 +238,15 @@ class SQLiteStore(Store):
                 f"SQLite file {self.path!r} has no sessions table: it is not a session store, "
                 "or no app has used it as one yet."
             )
-        if version != SCHEMA_VERSION:
+        if version == 1:
+            # It cannot migrate; everything but the device is there (a writer that opens
+            # the file meanwhile migrates it, and these queries still work then).
+            self._load = _LOAD.format(device="NULL")
+            self._list = _LIST.format(device="NULL")
+        elif version != SCHEMA_VERSION:
             raise SessionStoreError(
                 f"SQLite session store {self.path!r} has schema version {version}, but this "
-                f"version of asgi-server-sessions reads {SCHEMA_VERSION}."
+                f"version of asgi-server-sessions reads 1 to {SCHEMA_VERSION}."
             )
 
     def _set_up(self, conn: sqlite3.Connection) -> None:
@@ -206,12 +254,20 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA journal_mode = WAL")
         # NORMAL in WAL mode: a power cut may lose the last commits, never corrupt the file.
         conn.execute("PRAGMA synchronous = NORMAL")
+        # The version is read inside the write transaction: of two processes opening an
+        # old file at once, the second waits for the first's migration and then finds
+        # nothing to do. DDL is transactional in SQLite: a failed migration leaves the file
+        # as it was.
         with _transaction(conn, "BEGIN IMMEDIATE"):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version in _MIGRATIONS:
+                for step in range(version, SCHEMA_VERSION):
+                    conn.execute(_MIGRATIONS[step])
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
                 raise SessionStoreError(
@@ -248,22 +304,23 @@ class SQLiteStore(Store):
         now = self.clock()
 
         def load(conn: sqlite3.Connection) -> list[Any]:
-            return conn.execute(_LOAD, (now, store_id)).fetchall()
+            return conn.execute(self._load, (now, store_id)).fetchall()
 
         rows = await self._run("load a session", load)
         if not rows:
             return None
-        created_at, updated_at, expires_at, expiry, owner = rows[0][:5]
+        created_at, updated_at, expires_at, expiry, owner, device = rows[0][:6]
         if expires_at <= now:
             read_found_expired(owner)
             return None
         return StoredSession(
-            data={row[5]: row[6] for row in rows if row[5] is not None},
+            data={row[6]: row[7] for row in rows if row[6] is not None},
             expires_at=expires_at,
             created_at=created_at,
             updated_at=updated_at,
             expiry=expiry,
             owner=owner,
+            device=device,
         )
 
     async def write(self, store_id: str, change: SessionWrite) -> WriteOutcome:
@@ -308,18 +365,19 @@ class SQLiteStore(Store):
         expires_at = resolve_expires_at(
             expiry, change.now, change.default_expires_at, change.expires_cap
         )
-        if change.create or new_id != store_id:
+        if change.create:
             conn.execute(_DROP_SESSION, (store_id,))
             conn.execute(
-                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
-                (new_id, created_at, change.now, expires_at, expiry, owner),
+                _INSERT, (new_id, created_at, change.now, expires_at, expiry, owner, change.device)
             )
         else:
-            conn.execute(
-                "UPDATE sessions SET updated_at = ?, expires_at = ?, expiry = ?, owner = ? "
-                "WHERE id = ?",
-                (change.now, expires_at, expiry, owner, store_id),
-            )
+            moved = new_id != store_id
+            values: tuple[Any, ...] = (change.now, expires_at, expiry, owner)
+            if change.owner_changed:
+                values += (change.device,)
+            if moved:
+                values = (new_id, *values)  # renamed, the row keeps its device
+            conn.execute(_UPDATE[moved, change.owner_changed], (*values, store_id))
         if change.replace:
             conn.execute(_DROP_DATA, (store_id,))
         elif change.deleted:
@@ -428,11 +486,7 @@ class SQLiteStore(Store):
         now = self.clock()
 
         def owned(conn: sqlite3.Connection) -> list[Any]:
-            return conn.execute(
-                "SELECT id, created_at, updated_at, expires_at FROM sessions "
-                "WHERE owner = ? AND expires_at > ? ORDER BY created_at, id",
-                (owner, now),
-            ).fetchall()
+            return conn.execute(self._list, (owner, now)).fetchall()
 
         rows = await self._run("list an owner's sessions", owned)
         return [self.owned(*row) for row in rows]

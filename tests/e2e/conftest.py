@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import pytest
 
@@ -136,12 +136,13 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer
 @pytest.fixture
 def new_context(
     browser: Browser, demo_server: DemoServer
-) -> Iterator[Callable[[], BrowserContext]]:
-    """Make fresh browser profiles (separate cookie jars), closed after the test."""
+) -> Iterator[Callable[..., BrowserContext]]:
+    """Make fresh browser profiles (separate cookie jars), closed after the test; keyword
+    arguments go to Playwright's ``new_context`` (``user_agent=...``: another device)."""
     contexts: list[BrowserContext] = []
 
-    def make() -> BrowserContext:
-        context = browser.new_context(base_url=demo_server.url)
+    def make(**options: Any) -> BrowserContext:
+        context = browser.new_context(base_url=demo_server.url, **options)
         context.set_default_timeout(ACTION_TIMEOUT_MS)
         contexts.append(context)
         return context

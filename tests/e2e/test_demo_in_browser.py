@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from tests.e2e.conftest import DemoServer
 
     Screenshot = Callable[[Page, str], None]
-    NewContext = Callable[[], BrowserContext]
+    NewContext = Callable[..., BrowserContext]
 
 pytestmark = pytest.mark.e2e
 
@@ -176,7 +176,7 @@ def test_logout_flushes_the_session_and_removes_the_cookie(
     assert "expires" not in text(page, "#session-panel")
     screenshot(page, "logout")
     page.goto("/sessions")
-    assert "Log in to see your sessions" in text(page, "#message")
+    assert "Log in to see your devices" in text(page, "#message")
 
 
 def test_a_nested_change_is_kept_with_or_without_modified_after_reload(
@@ -220,6 +220,41 @@ def test_two_requests_sent_at_once_each_keep_their_change(
     screenshot(page, "together")
 
 
+ADD_TWO_AT_ONCE = """async ([first, second]) => {
+  const token = document.querySelector('#together [name=csrf_token]').value;
+  const round = 'e2e-' + Math.random();
+  const add = item => fetch('/together/cart', {
+    method: 'POST',
+    headers: {'Content-Type': 'application/x-www-form-urlencoded'},
+    body: new URLSearchParams({csrf_token: token, round, item}),
+  });
+  const answers = await Promise.all([add(first), add(second)]);
+  return Promise.all(answers.map(async r => r.status + ' ' + await r.text()));
+}"""
+
+
+def test_two_tabs_adding_to_one_cart_at_once_keep_both_items(
+    page: Page, screenshot: Screenshot
+) -> None:
+    page.goto("/together")
+    assert text(page, "#cart-after") == "[]"
+    page.fill("#item-1", "apple")
+    page.fill("#item-2", "pear")
+    page.click("#fire-cart")
+    page.wait_for_function("document.querySelector('#cart-statuses').textContent !== '-'")
+    # Both appends loaded the same (empty) cart before either saved ("together").
+    assert text(page, "#cart-statuses") == "200 together, 200 together"
+    assert sorted(json.loads(text(page, "#cart-after"))) == ["apple", "pear"]
+    page.wait_for_function("document.querySelector('#session-data').textContent.includes('pear')")
+    screenshot(page, "together-cart")
+
+    # Two fetch calls of the test's own, in parallel from the page, on the stored cart.
+    answers = page.evaluate(ADD_TWO_AT_ONCE, ["kiwi", "plum"])
+    assert answers == ["200 together", "200 together"]
+    page.reload()
+    assert sorted(json.loads(text(page, "#cart-after"))) == ["apple", "kiwi", "pear", "plum"]
+
+
 def test_a_form_posted_without_its_csrf_token_is_refused(
     page: Page, screenshot: Screenshot
 ) -> None:
@@ -256,13 +291,13 @@ def test_your_sessions_lists_each_browser_and_revokes_another(
 
     laptop.goto("/sessions")
     assert laptop.locator(".session-row").count() == 2
-    assert laptop.locator(".session-row:has-text('this browser')").count() == 1
+    assert laptop.locator(".session-row:has-text('this device')").count() == 1
     # One handle per session: the panel's id is this browser's row's public id prefix.
-    own = text(laptop, ".session-row:has-text('this browser') .public-id")
+    own = text(laptop, ".session-row:has-text('this device') .public-id")
     assert re.fullmatch("[0-9a-f]{8}", own)
     assert text(laptop, "#key-fingerprint") == own
     screenshot(laptop, "sessions")
-    click_and_load(laptop, "button:has-text('Revoke')")
+    click_and_load(laptop, ".session-row button:has-text('Sign out')")
 
     assert laptop.locator(".session-row").count() == 1
     phone.goto("/sessions")
@@ -279,7 +314,7 @@ def test_log_out_everywhere_else_logs_the_other_browser_out(
 
     laptop.goto("/sessions")
     assert laptop.locator(".session-row").count() == 3
-    click_and_load(laptop, "text=Log out everywhere else")
+    click_and_load(laptop, "text=Sign out everywhere else")
 
     assert laptop.locator(".session-row").count() == 1
     assert f"Logged in as {user}." in greeting(laptop)

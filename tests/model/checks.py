@@ -66,7 +66,13 @@ async def store_problems(store: Store, model: Model) -> list[str]:
 
 def listing_rows(owned: list[Any]) -> list[list[Any]]:
     return [
-        [o.public_id, o.created.timestamp(), o.last_saved.timestamp(), o.expire_date.timestamp()]
+        [
+            o.public_id,
+            o.created.timestamp(),
+            o.last_saved.timestamp(),
+            o.expire_date.timestamp(),
+            o.user_agent,
+        ]
         for o in owned
     ]
 

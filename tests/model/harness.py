@@ -26,6 +26,7 @@ from tests.model import faults, imports, merges, view_ops
 from tests.model import ops as o
 from tests.model import program as p
 from tests.model.checks import listing_rows, store_problems
+from tests.model.records import user_agent
 from tests.model.reference import Model, Observed, RequestModel
 from tests.model.scheduler import Parked, Scheduler, current_request
 from tests.support import SECRET
@@ -70,7 +71,11 @@ class Runner(Parked):
         cookie = harness.jars[self.spec.client]
         if self.spec.old is not None and harness.olds:
             cookie = harness.olds[self.spec.old].value  # a kept copy of an old cookie
-        headers = [] if cookie is None else [(b"cookie", f"session={cookie}".encode())]
+        # Each request names itself in its user agent: the model checks that a listing
+        # shows the device of the request that stored the owner (issue 25).
+        headers = [(b"user-agent", user_agent(self.number).encode())]
+        if cookie is not None:
+            headers.append((b"cookie", f"session={cookie}".encode()))
         scope = {
             "type": "http",
             "asgi": {"version": "3.0"},

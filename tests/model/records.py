@@ -38,6 +38,8 @@ class Record:
     deleted: bool = False
     slot_owner: str | None = None
     """On a store whose keys name their owner's slot: the owner the key was minted for."""
+    device: str | None = None
+    """Issue 25: the user agent of the request that stored the owner (None: no owner)."""
 
     def alive(self, now: float) -> bool:
         # "A record is alive while now < expires_at."
@@ -45,6 +47,11 @@ class Record:
 
     def label(self) -> str:
         return f"#{self.rid}"
+
+
+def user_agent(request_number: int) -> str:
+    """The ``User-Agent`` the harness sends with request ``request_number`` (issue 25)."""
+    return f"model-request-{request_number}"
 
 
 def default_age(options: Options) -> int:

@@ -44,6 +44,7 @@ from tests.model.records import (
     encoded,
     expires_at,
     renew_interval,
+    user_agent,
 )
 
 
@@ -218,9 +219,9 @@ class Rules:
 
     def listing(self, owner: str | None) -> list[list[Any]]:
         """list_sessions(owner): "exactly the alive records whose owner is `owner`, oldest
-        first", as [public id, created, updated, expires] rows."""
+        first", as [public id, created, updated, expires, user agent] rows."""
         rows = [
-            [self.public_id(r.key or "?"), r.created_at, r.updated_at, r.expires_at]
+            [self.public_id(r.key or "?"), r.created_at, r.updated_at, r.expires_at, r.device]
             for r in self.records.values()
             if r.alive(self.now) and r.owner == owner
         ]
@@ -288,6 +289,8 @@ class Rules:
         held = req.held
         record = self._new_record(copy.deepcopy(held.local), held.owner, held.expiry, self.now)
         record.slot_owner = held.owner
+        # "record the device at creation and at each owner change" (issue 25)
+        record.device = None if held.owner is None else user_agent(req.number)
         held.seen.update((key, encoded(value)) for key, value in held.local.items())
         held.rid = record.rid
         self.lifecycle.wrote(req, None, record.rid, new_key=False)
@@ -332,6 +335,10 @@ class Rules:
         # "owner/expiry only if changed here"
         owner = held.owner if held.owner_changed else record.owner
         expiry = held.expiry if held.expiry_changed else record.expiry
+        # The device goes with the owner: this request's when it stored one, else kept.
+        device = record.device
+        if held.owner_changed:
+            device = None if owner is None else user_agent(req.number)
         server = not self.cookie_store
         new_key = rotate or move
         if new_key and server:
@@ -353,6 +360,7 @@ class Rules:
             target.data, target.owner, target.expiry = data, owner, expiry
             target.updated_at = self.now
             target.expires_at = expires_at(self.options, expiry, self.now, record.created_at)
+        target.device = device
         held.rid = target.rid
         if rotate:
             held.rotated = True

@@ -5,14 +5,17 @@
 -- ARGV: index prefix (+ owner = an owner's index), member (the index entry: the hash's
 -- name after the key prefix), new member, now, create, replace, owner changed, owner,
 -- expiry changed, expiry, default expires-at (already capped), cap, created-at, seal,
--- default expires-at in whole milliseconds, number of deleted keys, the deleted fields,
--- the number of merge arguments and the merges, then field/value pairs to set. A merge
--- (asgi_sessions.stores.base.merge_value, which this mirrors) is field, 'i', delta (a
--- counter) or field, 'l', #seen, #appended, the seen items, the appended items (a list
+-- default expires-at in whole milliseconds, device, number of deleted keys, the deleted
+-- fields, the number of merge arguments and the merges, then field/value pairs to set. A
+-- merge (asgi_sessions.stores.base.merge_value, which this mirrors) is field, 'i', delta
+-- (a counter) or field, 'l', #seen, #appended, the seen items, the appended items (a list
 -- used as a queue), items as the serializer's JSON texts: spliced as text, never decoded
--- and encoded again (cjson would write numbers and empty arrays differently). Flags are '1' or '0'; owner and expiry are '-' (none)
--- or '+' .. value; cap is '' (none) or a timestamp. The defaults come precomputed as
--- text because string.format('%.17g') is the costliest line here (measured: ~3.5 us).
+-- and encoded again (cjson would write numbers and empty arrays differently). Flags are
+-- '1' or '0'; owner, expiry and device are '-' (none) or '+' .. value; cap is '' (none)
+-- or a timestamp. The device (m:d, opaque text: asgi_sessions.devices) is read only on a
+-- create or an owner change: it is written exactly when the owner is, else kept. The
+-- defaults come precomputed as text because string.format('%.17g') is the costliest line
+-- here (measured: ~3.5 us).
 -- seal: the merge for a move to another cluster slot (asgi_sessions.stores.redis_layout):
 -- the merged record stays only as the mover's copy, marked m:m, dead to everyone else.
 -- Returns {0, alive (1/0), expires-at, expiry ('' or '+' .. value)} on success, {1} if a
@@ -28,21 +31,21 @@ local function setting(flag)
   return false
 end
 
-local cur = redis.call('HMGET', src, 'm:e', 'm:c', 'm:o', 'm:x', 'm:m')
+local cur = redis.call('HMGET', src, 'm:e', 'm:c', 'm:o', 'm:x', 'm:m', 'm:d')
 -- A sealed record (m:m) has moved to another slot: it is gone for everyone but its mover.
 local live = cur[1] and tonumber(cur[1]) > now and not cur[5]
-local created, stored_owner, owner, expiry
+local created, stored_owner, owner, expiry, device
 if create then
   if live then return {1} end
-  -- A record only our clock calls dead is replaced, not merged into.
-  if cur[1] or cur[3] then redis.call('DEL', src) end
+  -- A record only our clock calls dead is replaced, not merged into (nor its device kept).
+  if cur[1] or cur[3] or cur[6] then redis.call('DEL', src) end
   created, stored_owner = ARGV[13], false
-  owner, expiry = setting(ARGV[8]), setting(ARGV[10])
+  owner, expiry, device = setting(ARGV[8]), setting(ARGV[10]), setting(ARGV[16])
 else
   if not live then return {2} end
   created, stored_owner = cur[2], cur[3]
-  owner, expiry = cur[3], cur[4]
-  if ARGV[7] == '1' then owner = setting(ARGV[8]) end
+  owner, expiry, device = cur[3], cur[4], cur[6]
+  if ARGV[7] == '1' then owner, device = setting(ARGV[8]), setting(ARGV[16]) end
   if ARGV[9] == '1' then expiry = setting(ARGV[10]) end
   if dst ~= src then
     local target = redis.call('HGET', dst, 'm:e')
@@ -71,16 +74,16 @@ end
 local rewrite = create or replace
 if replace then redis.call('DEL', key) end
 -- unpack() has a bounded stack: pass long argument lists in chunks.
-local ndel = tonumber(ARGV[16])
-local i = 17
+local ndel = tonumber(ARGV[17])
+local i = 18
 if not rewrite then
-  while i < 17 + ndel do
-    local last = math.min(i + 499, 16 + ndel)
+  while i < 18 + ndel do
+    local last = math.min(i + 499, 17 + ndel)
     redis.call('HDEL', key, unpack(ARGV, i, last))
     i = last + 1
   end
 end
-i = 17 + ndel
+i = 18 + ndel
 local nmerge = tonumber(ARGV[i])
 local merged_away = false
 if nmerge > 0 then
@@ -185,6 +188,7 @@ if nset == 0 and (replace or ndel > 0 or merged_away) then
     local meta = 3
     if cur[3] then meta = meta + 1 end
     if cur[4] then meta = meta + 1 end
+    if cur[6] then meta = meta + 1 end
     left = redis.call('HLEN', key) - meta
   end
   if left <= 0 then
@@ -200,16 +204,25 @@ meta[n + 1] = 'm:e'; meta[n + 2] = ends_text; meta[n + 3] = 'm:u'; meta[n + 4] =
 if rewrite then
   meta[#meta + 1] = 'm:c'; meta[#meta + 1] = created
 end
-if owner and (rewrite or ARGV[7] == '1') then
-  meta[#meta + 1] = 'm:o'; meta[#meta + 1] = owner
-elseif not owner and not rewrite and ARGV[7] == '1' then
-  redis.call('HDEL', key, 'm:o')
+local gone = {}
+if rewrite or ARGV[7] == '1' then
+  if owner then
+    meta[#meta + 1] = 'm:o'; meta[#meta + 1] = owner
+  elseif not rewrite then
+    gone[#gone + 1] = 'm:o'
+  end
+  if device then
+    meta[#meta + 1] = 'm:d'; meta[#meta + 1] = device
+  elseif not rewrite and cur[6] then
+    gone[#gone + 1] = 'm:d'
+  end
 end
 if expiry and (rewrite or ARGV[9] == '1') then
   meta[#meta + 1] = 'm:x'; meta[#meta + 1] = expiry
 elseif not expiry and not rewrite and ARGV[9] == '1' then
-  redis.call('HDEL', key, 'm:x')
+  gone[#gone + 1] = 'm:x'
 end
+if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
 if seal then
   meta[#meta + 1] = 'm:m'; meta[#meta + 1] = dsid
 end
