@@ -78,16 +78,25 @@ async def call(app: ASGIApp, path: str, cookie: bytes | None = None, **extra: An
     return reply
 
 
+class NotOK:
+    """An ASGI ``send`` that counts responses other than 200 (timed runs fail on any)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start" and message["status"] != 200:
+            self.count += 1
+
+    def check(self, n: int, path: str) -> None:
+        if self.count:
+            raise RuntimeError(f"{self.count} of {n} requests to {path} did not answer 200")
+
+
 async def timed(app: ASGIApp, path: str, cookie: bytes | None, n: int) -> list[float]:
     """``n`` sequential requests; the microseconds each took. Any non-200 fails the run."""
     request_headers = headers(cookie)
-    bad = 0
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal bad
-        if message["type"] == "http.response.start" and message["status"] != 200:
-            bad += 1
-
+    send = NotOK()
     clock = time.perf_counter_ns
     out = []
     for _ in range(n):
@@ -95,6 +104,5 @@ async def timed(app: ASGIApp, path: str, cookie: bytes | None, n: int) -> list[f
         start = clock()
         await app(request, receive, send)
         out.append((clock() - start) / 1000)
-    if bad:
-        raise RuntimeError(f"{bad} of {n} requests to {path} did not answer 200")
+    send.check(n, path)
     return out

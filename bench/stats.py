@@ -12,7 +12,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from math import nan
+from math import inf, nan
 from typing import Any
 
 Round = Callable[[], Awaitable[float]]
@@ -168,3 +168,105 @@ def ratio_rows(
                 }
             )
     return rows
+
+
+# -- two bases, several runs ------------------------------------------------------------
+
+BASES = ("wall", "cpu")
+"""Wall time (what a client waits) and this process's CPU time (what the code costs)."""
+
+Samples = Mapping[str, Mapping[str, list[float]]]
+"""Per configuration and endpoint, one figure per round."""
+
+
+def relative_spread(values: Sequence[float]) -> float:
+    """(p90 - p10) / median: how far apart a figure's rounds land, as a fraction of it."""
+    med, p10, p90 = spread(values)
+    return (p90 - p10) / med if med else inf
+
+
+def steadier(case: Case, runs: Sequence[Mapping[str, Samples]]) -> tuple[str, dict[str, float]]:
+    """The basis to judge ``case`` on, and each basis's relative spread.
+
+    The basis whose per-round ratios (ours over the floor) spread less: the median over
+    runs of each run's ``relative_spread``. Wall time on a tie, or where CPU is missing.
+    """
+    spreads = {}
+    for basis in BASES:
+        per_run = [_ratios(run[basis], case, case.config) for run in runs if basis in run]
+        per_run = [r for r in per_run if r]
+        spreads[basis] = statistics.median(relative_spread(r) for r in per_run) if per_run else inf
+    return ("cpu" if spreads["cpu"] < spreads["wall"] else "wall"), spreads
+
+
+def judged_rows(
+    runs: Sequence[Mapping[str, Samples]], cases: Sequence[Case]
+) -> list[dict[str, Any]]:
+    """Ratio rows on both bases over several runs, each goal judged on the steadier basis.
+
+    ``runs`` holds each run's samples by basis (``{"wall": samples, "cpu": samples}``).
+    A row's figure on a basis is the median of the per-round ratios of every run pooled,
+    with their p10-p90, and ``per_run`` each run's own median. A goal is met only where
+    every run meets it on the case's basis, a peer's ratio taken from the same run.
+    """
+    rows = []
+    for case in cases:
+        basis, spreads = steadier(case, runs)
+        # per basis and configuration: each run's median per-round ratio, and all rounds
+        medians: dict[str, dict[str, list[float]]] = {b: {} for b in BASES}
+        pooled: dict[str, dict[str, list[float]]] = {b: {} for b in BASES}
+        for b in BASES:
+            for name in (case.config, *case.peers):
+                per_run = [_ratios(run[b], case, name) for run in runs if b in run]
+                if per_run and all(per_run):
+                    medians[b][name] = [statistics.median(r) for r in per_run]
+                    pooled[b][name] = [x for r in per_run for x in r]
+        for name in (case.config, *case.peers):
+            if name not in pooled["wall"]:
+                continue
+            row: dict[str, Any] = {
+                "case": case.label,
+                "endpoint": case.endpoint,
+                "config": name,
+                "floor": case.floor,
+                "ours": name == case.config,
+                "basis": basis,
+                "spread": spreads,
+                "goal": "-",
+                "limit": None,
+                "met": None,
+                "verdict": "info",
+            }
+            for b in BASES:
+                if name in pooled[b]:
+                    med, p10, p90 = spread(pooled[b][name])
+                    row[b] = {"ratio": med, "p10": p10, "p90": p90, "per_run": medians[b][name]}
+            row.update({k: row[basis][k] for k in ("ratio", "p10", "p90")})
+            if name == case.config and case.goals:
+                chosen = medians[basis]
+
+                def limit(goal: Goal, figures: Mapping[str, float]) -> float:
+                    return goal.limit * (figures.get(goal.peer, nan) if goal.peer else 1)
+
+                met = [
+                    all(value <= limit(g, {p: chosen[p][n] for p in chosen}) for g in case.goals)
+                    for n, value in enumerate(chosen[name])
+                ]  # a missing peer makes nan a limit, and nothing is <= nan: not met
+                pooled_peers = {p: spread(pooled[basis][p])[0] for p in pooled[basis]}
+                row["goal"] = " and ".join(goal.text("≤") for goal in case.goals)
+                row["limit"] = min(limit(g, pooled_peers) for g in case.goals)
+                row["met"] = met
+                row["peers_per_run"] = {g.peer: chosen.get(g.peer) for g in case.goals if g.peer}
+                row["verdict"] = verdict(met, basis)
+            rows.append(row)
+    return rows
+
+
+def verdict(met: Sequence[bool], basis: str) -> str:
+    """``PASS (CPU)`` where every run met the goal; else ``MISS (wall; met in 2 of 3 runs)``."""
+    name = "CPU" if basis == "cpu" else basis
+    if met and all(met):
+        return f"PASS ({name})"
+    if any(met):
+        return f"MISS ({name}; met in {sum(met)} of {len(met)} runs)"
+    return f"MISS ({name})"

@@ -1,8 +1,9 @@
 """The benchmark harness runs end to end, so it cannot rot between full runs.
 
-A quick run on memory only (no server): the in-process suite (with the chart), the cookie
-suite and the lost-updates suite, through ``python -m bench``'s own entry point; and the
-PostgreSQL suites, briefly, on a real server. Figures are not checked: performance is
+A quick run on memory only (no server): the in-process suite (with the chart), the cookie,
+lost-updates, observability and contention suites, through ``python -m bench``'s own entry
+point; and the PostgreSQL suites (contention's PostgreSQL store among them), briefly, on a
+real server. Figures are not checked: performance is
 measured in benchmarks, never asserted in tests.
 """
 
@@ -25,6 +26,8 @@ MEMORY_ONLY = "bare,starlette,starsessions-memory,ours-memory,ours-cookie"
         ["cookie", "--rounds", "2", "--requests", "5"],
         ["lost-updates", "--stores", "memory", "--trials", "3"],
         ["observability", "--rounds", "2", "--per-round", "5"],
+        ["contention", "--stores", "memory", "--rounds", "2", "--saves", "16"],
+        ["devices", "--rounds", "2", "--requests", "5"],
     ],
     ids=lambda argv: argv[0],
 )
@@ -44,6 +47,8 @@ POSTGRES_SUITES = [
      "--processes", "2", "--clients", "2", "--writers", "2", "--seconds", "0.5"],
     ["postgres-layout", "--rounds", "2", "--ops", "5", "--saves", "3", "--trials", "2",
      "--sessions", "20"],
+    ["contention", "--stores", "postgres", "--writers", "2,8", "--rounds", "1", "--saves", "8",
+     "--count-batches", "1"],
 ]  # fmt: skip
 
 
@@ -59,6 +64,10 @@ def test_a_quick_postgres_run_writes_every_figure(
     data = json.loads((tmp_path / f"{suite[0]}.json").read_text())
     if suite[0] == "postgres":
         assert set(data) >= {"latency", "concurrency", "scale", "purge", "processes"}
+    elif suite[0] == "contention":
+        appends = data["stores"]["postgres"]["8"]["append"]
+        assert appends["kept"] == appends["expected"] == 8
+        assert appends["round_trips"] is not None  # counted through the relay
     else:
         assert set(data) >= {"latency_cache_0", "wal_bytes", "concurrency", "semantics", "hot"}
 
@@ -99,6 +108,38 @@ def test_the_in_process_run_draws_the_ratio_chart(tmp_path: Path) -> None:
     assert chart.read_bytes().startswith(b"\x89PNG")
     rows = json.loads((tmp_path / "inprocess.json").read_text())["ratios"]
     assert {row["config"] for row in rows} >= {"ours-memory", "starsessions-memory", "starlette"}
+
+
+def test_the_in_process_run_reports_cpu_the_basis_runs_and_each_rounds_load(
+    tmp_path: Path,
+) -> None:
+    argv = ["inprocess", "--only", MEMORY_ONLY, "--rounds", "2", "--per-round", "5"]
+    assert (
+        main(["--quick", "--services", "none", "--out", str(tmp_path), *argv, "--runs", "2"]) == 0
+    )
+    report = json.loads((tmp_path / "inprocess.json").read_text())
+    assert len(report["runs"]) == 2
+    for run in report["runs"]:
+        assert [r["round"] for r in run["rounds"]] == [1, 2]
+        for number in run["rounds"]:
+            assert number["order"] == MEMORY_ONLY.split(",")
+            assert len(number["load_start"]) == len(number["load_end"]) == 3
+        assert set(run["samples_cpu_us"]) == set(run["samples_us"]) == set(MEMORY_ONLY.split(","))
+    judged = [row for row in report["ratios"] if row["met"] is not None]
+    assert judged
+    for row in judged:
+        assert len(row["met"]) == len(row["wall"]["per_run"]) == len(row["cpu"]["per_run"]) == 2
+        basis = "CPU" if row["basis"] == "cpu" else "wall"
+        assert row["verdict"].startswith(("PASS", "MISS")) and f"({basis}" in row["verdict"]
+    text = (tmp_path / "inprocess.md").read_text()
+    assert "| run 1 | run 2 |" in text
+    assert "CPU ratio [p10-p90]" in text
+
+
+def test_a_quick_in_process_run_is_one_run(tmp_path: Path) -> None:
+    argv = ["inprocess", "--only", "bare,ours-memory", "--rounds", "1", "--per-round", "3"]
+    assert main(["--quick", "--services", "none", "--out", str(tmp_path), *argv]) == 0
+    assert len(json.loads((tmp_path / "inprocess.json").read_text())["runs"]) == 1
 
 
 def test_a_suite_that_needs_a_server_says_why_it_skipped(tmp_path: Path) -> None:
