@@ -1,8 +1,11 @@
 """The floors: session-less apps doing only the raw store I/O a session costs.
 
 ``/read`` reads a value the size of the session's JSON (one GET, one SELECT by primary
-key), ``/write`` reads it and writes it back (GET + SET, SELECT + upsert), ``/create``
-writes it only (the first write's floor), ``/untouched`` does nothing. Each floor's
+key), ``/write`` reads it and writes a changed value of the same size back (GET + SET,
+SELECT + upsert), ``/create`` writes it only (the first write's floor), ``/untouched``
+does nothing. A write changes the value, as the session's write changes its counter:
+SQLite commits an upsert of an unchanged row without writing a page, so a floor that
+wrote the same value back did less than any session write can (issue 24). Each floor's
 client is set up as the matching store's (the same pragmas, the same pool settings), so
 a floor pays what the store pays for the I/O itself and nothing else: a fixed key, no
 cookie parsing, no signing, no decoding.
@@ -11,6 +14,7 @@ cookie parsing, no signing, no decoding.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,6 +26,15 @@ from starlette.routing import Route
 
 Closers = list[Callable[[], Awaitable[Any]]]
 TTL = 14 * 24 * 3600
+
+
+_writes = itertools.count(1)
+
+
+def changed(value: str) -> str:
+    """``value`` with its first 12 characters replaced by a fresh counter: the same size,
+    never the same text (the floor stores opaque text, so it need not stay JSON)."""
+    return f"{next(_writes):012d}" + value[12:]
 
 
 def floor_app(
@@ -66,7 +79,7 @@ async def raw_redis(url: str, value: str) -> tuple[Starlette, Closers]:
         return await client.get(key)
 
     async def put() -> Any:
-        return await client.set(key, value, ex=TTL)
+        return await client.set(key, changed(value), ex=TTL)
 
     return floor_app(get, put), [client.aclose]
 
@@ -94,7 +107,7 @@ async def raw_sqlite(path: str, value: str) -> tuple[Starlette, Closers]:
         return list(rows)
 
     async def save() -> Any:
-        return await db.execute_fetchall(upsert, (key, value))
+        return await db.execute_fetchall(upsert, (key, changed(value)))
 
     return floor_app(select, save), [db.close]
 
@@ -124,6 +137,6 @@ async def raw_postgres(dsn: str, value: str) -> tuple[Starlette, Closers]:
         )
 
     async def save() -> Any:
-        return await pool.execute(upsert, key, value, time.time() + TTL)
+        return await pool.execute(upsert, key, changed(value), time.time() + TTL)
 
     return floor_app(select, save), [pool.close]

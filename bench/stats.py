@@ -270,3 +270,18 @@ def verdict(met: Sequence[bool], basis: str) -> str:
     if any(met):
         return f"MISS ({name}; met in {sum(met)} of {len(met)} runs)"
     return f"MISS ({name})"
+
+
+def ratio_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Markdown for :func:`ratio_rows`' rows: one ratio per case, with its goal and verdict."""
+    lines = [
+        "| case | configuration | against | ratio [p10-p90] | goal | verdict |",
+        "|---|---|---|---:|---|---|",
+    ]
+    for r in rows:
+        verdict = f"**{r['verdict']}**" if r["verdict"] == "MISS" else r["verdict"]
+        lines.append(
+            f"| {r['case']} | `{r['config']}` | `{r['floor']}` | {r['ratio']:.2f}x "
+            f"[{r['p10']:.2f}-{r['p90']:.2f}] | {r['goal']} | {verdict} |"
+        )
+    return lines

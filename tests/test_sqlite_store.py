@@ -20,7 +20,7 @@ from asgi_sessions import SessionStoreError
 from asgi_sessions.devices import encode_device
 from asgi_sessions.errors import KeyCollision, SessionInterrupted
 from asgi_sessions.stores.base import SessionWrite, hash_key, public_id_for
-from asgi_sessions.stores.sqlite import SCHEMA_VERSION, SQLiteStore
+from asgi_sessions.stores.sqlite import SCHEMA_VERSION, SQLiteStore, purge_after
 from tests.clock import FakeClock
 from tests.support import encoded, session_write
 
@@ -186,13 +186,14 @@ async def test_owner_lookups_use_the_index_not_a_scan(db: SQLiteStore) -> None:
         ("ann", 0),
     ).fetchall()
     purge = conn.execute(
-        "EXPLAIN QUERY PLAN SELECT id FROM sessions WHERE expires_at <= ? "
-        "ORDER BY expires_at LIMIT 5",
-        (0,),
+        "EXPLAIN QUERY PLAN SELECT id FROM sessions WHERE purge_after <= ? AND expires_at <= ? "
+        "ORDER BY purge_after LIMIT 5",
+        (0, 0),
     ).fetchall()
     conn.close()
     assert "sessions_owner" in str(plan)
-    assert "sessions_expires_at" in str(purge)
+    assert "sessions_purge_after" in str(purge)
+    assert "TEMP B-TREE" not in str(purge)
 
 
 async def test_a_path_that_is_a_directory_fails_with_a_store_error(tmp_path: Path) -> None:
@@ -295,6 +296,27 @@ def columns(path: Path) -> list[str]:
         conn.close()
 
 
+def indexes(path: Path) -> set[str]:
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+        return {name for (name,) in rows if not name.startswith("sqlite_autoindex")}
+    finally:
+        conn.close()
+
+
+def purge_buckets_match(path: Path) -> bool:
+    """Every record's purge_after is its end floored to the hour (so never later)."""
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute("SELECT expires_at, purge_after FROM sessions").fetchall()
+    finally:
+        conn.close()
+    return bool(rows) and all(
+        purge == purge_after(expires) <= expires and purge % 3600 == 0 for expires, purge in rows
+    )
+
+
 def with_device(change: SessionWrite, device: str) -> SessionWrite:
     return dataclasses.replace(change, device=device)
 
@@ -314,8 +336,9 @@ async def test_a_version_1_file_migrates_in_place_and_keeps_every_session(
             assert stored is not None
             assert (stored.owner, stored.expiry, stored.device) == (owner, expiry, None)
             assert stored.data == encoded(data)
-        assert pragma(path, "user_version") == SCHEMA_VERSION == 2
-        assert columns(path)[-1] == "device"
+        assert pragma(path, "user_version") == SCHEMA_VERSION == 3
+        assert columns(path)[-2:] == ["device", "purge_after"]
+        assert purge_buckets_match(path)
 
         listed = await store.list_sessions("ann")
         assert [s.public_id for s in listed] == [
@@ -341,13 +364,15 @@ async def test_a_version_1_file_migrates_in_place_and_keeps_every_session(
         # The expired record is still there for clear_expired(), and goes.
         assert await store.clear_expired() == 1
         assert (await store.stats()).sessions == 4
+        assert purge_buckets_match(path)
 
     # Opening a migrated file again changes nothing.
     async with SQLiteStore(path, clock=clock) as store:
         stored = await store.load(moved.key)
         assert stored is not None
         assert stored.device == firefox
-    assert columns(path).count("device") == 1
+    assert columns(path).count("device") == columns(path).count("purge_after") == 1
+    assert indexes(path) == {"sessions_owner", "sessions_purge_after"}
 
 
 async def test_two_stores_opening_one_version_1_file_at_once_both_work(
@@ -410,11 +435,150 @@ async def test_a_read_only_store_reads_a_version_1_file_as_it_is(
                 "bob",
                 with_device(session_write(clock(), owner="bob"), encode_device("Safari", None)),
             )
-        assert pragma(path, "user_version") == 2
+        assert pragma(path, "user_version") == SCHEMA_VERSION
         stored = await reader.load("bob")
         assert stored is not None
         assert stored.data == encoded({"user": "bob"})
         assert len(await reader.list_sessions("bob")) == 1
+
+
+# Version 2 exactly as the release before the coarse purge index created it: the device
+# column, and the purge's index on expires_at.
+V2_SCHEMA = V1_SCHEMA.replace(
+    "    owner TEXT\n) WITHOUT ROWID;", "    owner TEXT,\n    device TEXT\n) WITHOUT ROWID;"
+).replace("PRAGMA user_version = 1;", "PRAGMA user_version = 2;")
+
+
+def make_v2_file(path: Path, now: float) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(V2_SCHEMA)
+    for i, (key, (owner, expiry, left, data)) in enumerate(V1_SESSIONS.items()):
+        sid = hash_key(key)
+        device = encode_device(f"Browser {i}", None) if owner else None
+        conn.execute(
+            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (sid, now - 100 + i, now - 50, now + left, expiry, owner, device),
+        )
+        conn.executemany(
+            "INSERT INTO session_data VALUES (?, ?, ?)",
+            [(sid, k, v) for k, v in encoded(data).items()],
+        )
+    conn.close()
+
+
+async def test_a_version_2_file_migrates_in_place_and_keeps_every_session(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "v2.sqlite3"
+    make_v2_file(path, clock())
+    assert "device" in columns(path) and "purge_after" not in columns(path)
+    async with SQLiteStore(path, clock=clock) as store:
+        for i, (key, (owner, expiry, left, data)) in enumerate(V1_SESSIONS.items()):
+            stored = await store.load(key)
+            if left < 0:
+                assert stored is None
+                continue
+            assert stored is not None
+            device = encode_device(f"Browser {i}", None) if owner else None
+            assert (stored.owner, stored.expiry, stored.device) == (owner, expiry, device)
+            assert stored.data == encoded(data)
+        assert pragma(path, "user_version") == SCHEMA_VERSION == 3
+        assert indexes(path) == {"sessions_owner", "sessions_purge_after"}
+        assert purge_buckets_match(path)
+        assert [s.user_agent for s in await store.list_sessions("ann")] == [
+            "Browser 1",
+            "Browser 2",
+        ]
+        await store.save("anon", session_write(clock(), set=encoded({"n": 1})))
+        stored = await store.load("anon")
+        assert stored is not None
+        assert stored.data == encoded({"cart": [1, 2], "theme": "dark", "n": 1})
+        assert await store.clear_expired() == 1
+        assert (await store.stats()).sessions == 4
+    assert columns(path).count("purge_after") == 1
+
+
+async def test_a_read_only_store_reads_a_version_2_file_as_it_is(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "v2.sqlite3"
+    make_v2_file(path, clock())
+    async with SQLiteStore(path, clock=clock, read_only=True) as reader:
+        stored = await reader.load("ann-phone")
+        assert stored is not None
+        assert stored.device == encode_device("Browser 2", None)
+        stats = await reader.stats()
+        assert (stats.sessions, stats.expired, stats.owners) == (4, 1, 2)
+        assert pragma(path, "user_version") == 2
+        assert "purge_after" not in columns(path)
+
+
+# -- the purge index ------------------------------------------------------------------
+
+
+def purge_after_of(path: Path, key: str) -> tuple[float, float]:
+    conn = sqlite3.connect(path)
+    try:
+        row = conn.execute(
+            "SELECT expires_at, purge_after FROM sessions WHERE id = ?", (hash_key(key),)
+        ).fetchone()
+    finally:
+        conn.close()
+    return row[0], row[1]
+
+
+async def test_purge_after_follows_the_end_both_ways_and_the_purge_finds_every_expired_record(
+    db: SQLiteStore, clock: FakeClock
+) -> None:
+    path = Path(db.path)
+    clock.now = 1_800_000_000.0  # on the hour
+    await db.save(KEY, session_write(clock(), create=True, set=encoded({"a": 1}), ttl=7200))
+    assert purge_after_of(path, KEY) == (clock() + 7200, clock() + 7200)
+    # Renewals within the hour move the end but not purge_after (the one-statement path).
+    for _ in range(3):
+        clock.advance(600)
+        await db.save(KEY, session_write(clock(), set=encoded({"a": 2}), ttl=7200))
+        expires, purge = purge_after_of(path, KEY)
+        assert (expires, purge) == (clock() + 7200, 1_800_000_000.0 + 7200)
+    # Past the hour, purge_after moves with it.
+    clock.advance(1800)
+    await db.save(KEY, session_write(clock(), set=encoded({"a": 3}), ttl=7200))
+    assert purge_after_of(path, KEY) == (clock() + 7200, 1_800_000_000.0 + 3 * 3600)
+    # An expiry setting of its own (the general path) moves it back, before the old hour.
+    await db.save(KEY, session_write(clock(), expiry="s:60"))
+    expires, purge = purge_after_of(path, KEY)
+    assert expires == clock() + 60
+    assert purge == purge_after(expires) <= expires
+    # And the purge finds it as soon as it has ended, though its old hour is hours away.
+    await db.save("other", session_write(clock(), create=True, set=encoded({"b": 1})))
+    clock.advance(61)
+    assert await db.clear_expired() == 1
+    assert await db.load(KEY) is None
+    assert await db.load("other") is not None
+    assert purge_buckets_match(path)
+
+
+async def test_a_renewal_within_the_hour_writes_no_index_page(
+    db: SQLiteStore, clock: FakeClock
+) -> None:
+    clock.now = 1_800_000_000.0
+    for n in range(200):  # enough records that the table and the index differ in pages
+        await db.save(f"k{n}", session_write(clock(), create=True, set=encoded({"a": n})))
+    await db.aclose()
+    path = Path(db.path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    async with SQLiteStore(path, clock=clock) as store:
+        await store.load("k7")  # opened: its set-up writes nothing to the WAL after this
+        before = Path(f"{path}-wal").stat().st_size
+        clock.advance(60)
+        await store.save("k7", session_write(clock(), set=encoded({"a": -1})))
+        written = Path(f"{path}-wal").stat().st_size - before
+    # One frame for the sessions row, one for its session_data row: none for an index.
+    page = pragma(path, "page_size")
+    assert isinstance(page, int)
+    assert written // (page + 24) == 2
 
 
 # -- several processes on one file ----------------------------------------------------

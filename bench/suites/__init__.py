@@ -13,6 +13,7 @@ SUITES = {
     "redis": "bench.suites.redis",
     "cluster": "bench.suites.cluster",
     "sqlite": "bench.suites.sqlite",
+    "sqlite-workers": "bench.suites.sqlite_workers",
     "postgres": "bench.suites.postgres",
     "postgres-layout": "bench.suites.postgres_layout",
     "cookie": "bench.suites.cookie",

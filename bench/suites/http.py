@@ -14,8 +14,7 @@ from typing import Any
 from ..apps import ENDPOINTS, Built, Env, build, config
 from ..harness import Context, Section, log
 from ..services import REDIS, Unavailable, uvicorn_server
-from ..stats import Case, Goal, fmt, ratio_rows
-from .inprocess import ratio_table
+from ..stats import Case, Goal, fmt, ratio_rows, ratio_table
 
 TITLE = "Under uvicorn (1 worker): requests/s [p10-p90 of rounds]"
 CONFIGS = [
