@@ -22,6 +22,7 @@ __all__ = [
     "CookieSettings",
     "Signer",
     "VerifiedCookies",
+    "cookie_header",
     "cookie_values",
     "pending_pair",
     "split_pending",
@@ -36,6 +37,9 @@ _ATTRIBUTE_VALUE = re.compile(r"[\x21-\x3a\x3c-\x7e]+\Z")
 
 #: Browsers keep cookies up to 4096 bytes (name, value and attributes).
 BROWSER_COOKIE_LIMIT = 4096
+
+# Whole Cookie headers up to this many bytes are remembered (VerifiedCookies.get_header).
+_CACHED_HEADER_LIMIT = 512
 
 _EPOCH = "expires=Thu, 01 Jan 1970 00:00:00 GMT"
 
@@ -150,12 +154,13 @@ class VerifiedCookies:
     secret) stays one lookup and the response still knows to sign the cookie again.
     """
 
-    __slots__ = ("_keys", "_stale", "limit")
+    __slots__ = ("_headers", "_keys", "_stale", "limit")
 
     def __init__(self, limit: int = 10_000) -> None:
         self.limit = limit
         self._keys: dict[str, str] = {}
         self._stale: dict[str, str] = {}
+        self._headers: dict[bytes, tuple[str, str]] = {}
 
     def get(self, value: str) -> str | None:
         """The key ``value`` carries, if it verified before under the current secret."""
@@ -165,12 +170,39 @@ class VerifiedCookies:
         """The key ``value`` carries, if it verified before under an old secret only."""
         return self._stale.get(value)
 
+    def get_header(self, raw: bytes) -> tuple[str, str] | None:
+        """``(cookie value, key)`` for a whole ``Cookie`` header seen before, whose session
+        cookie verified under the current secret: a returning browser's header is then
+        neither split nor parsed again."""
+        return self._headers.get(raw)
+
+    def add_header(self, raw: bytes, value: str, key: str) -> None:
+        """Remember what the ``Cookie`` header ``raw`` yielded (short headers only: the
+        cache must stay small, and a long header is parsed anyway)."""
+        if len(raw) > _CACHED_HEADER_LIMIT:
+            return
+        entries = self._headers
+        if len(entries) >= self.limit:
+            del entries[next(iter(entries))]
+        entries[raw] = (value, key)
+
     def add(self, value: str, key: str, *, stale: bool = False) -> None:
         """Remember that ``value`` verified (under an old secret only if ``stale``)."""
         entries = self._stale if stale else self._keys
         if len(entries) >= self.limit:
             del entries[next(iter(entries))]
         entries[value] = key
+
+
+def cookie_header(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """The request's ``Cookie`` header if it sent exactly one, else ``None``."""
+    found = None
+    for header, raw in headers:
+        if header == b"cookie":
+            if found is not None:
+                return None
+            found = raw
+    return found
 
 
 def cookie_values(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[str]:

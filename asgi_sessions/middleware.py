@@ -40,6 +40,7 @@ logger = logging.getLogger("asgi_sessions")
 _INTERRUPTED_TEXT = SessionInterrupted().args[0].encode()
 _UNAVAILABLE_TEXT = b"The session store is unavailable. Please try again shortly."
 _SERVER_ERROR_TEXT = b"Internal Server Error"
+_NO_HEADERS: tuple[tuple[bytes, bytes], ...] = ()
 
 
 async def _send_plain(send: Send, status: int, body: bytes, *extra: tuple[bytes, bytes]) -> None:
@@ -226,6 +227,7 @@ class SessionMiddleware:
 
         started = answered = False
         renew = self.save_every_request
+        importers = self.config.importers
 
         async def send_with_session(message: Message) -> None:
             # Saves the session, and adds its headers, as the response starts.
@@ -233,7 +235,11 @@ class SessionMiddleware:
             if answered:
                 return  # we answered 400/503 instead of the app's response
             if message["type"] == "http.response.start":
-                if session._loaded or renew:
+                if session._loaded and not (renew or importers) and session._unchanged():
+                    # Read only (the commonest case): no save, no cookie; Vary if it looked.
+                    if session.accessed:
+                        message = _with_vary(message)
+                elif session._loaded or renew:
                     try:
                         message = await self._finish(session, message)
                     except (SessionInterrupted, SessionStoreError) as exc:
@@ -329,14 +335,15 @@ class SessionMiddleware:
             or session._stale_cookie
             or self.save_every_request
             or session._imported_from is not None
-            or session._retiring()
+            or (self.config.importers and session._retiring())
         ):
             outcome = await session._finish(self.save_every_request)
         else:
             outcome = None  # read-only: nothing to save, no cookie to send
         # An old library's cookie under another name that imported nothing (refused, too
         # old, or we had a session already): remove it, or it stays in the browser.
-        refused = _refused_old_cookies(self.config, session)
+        config = self.config
+        refused = _refused_old_cookies(config, session) if config.importers else _NO_HEADERS
         if outcome is None:
             if refused:
                 private = _vary_on_cookie(headers)
@@ -454,6 +461,13 @@ def _path_prefixes(autoload: Any) -> tuple[str, ...] | None:
             f"['/admin', '/auth'], not {autoload!r}."
         )
     return tuple(autoload)
+
+
+def _with_vary(message: Message) -> Message:
+    """A copy of the start message with ``Cookie`` in its Vary header."""
+    headers = list(message.get("headers") or ())
+    _vary_on_cookie(headers)
+    return {**message, "headers": headers}
 
 
 def _vary_on_cookie(headers: list[tuple[bytes, bytes]]) -> bool:

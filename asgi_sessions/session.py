@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 from .cookies import (
+    _PENDING,
     CookieSettings,
     Signer,
     VerifiedCookies,
+    cookie_header,
     cookie_values,
     pending_pair,
     split_pending,
@@ -23,7 +26,7 @@ from .errors import OutcomeUnknown, SessionInterrupted, SessionStoreError
 from .expiry import encode_expiry, ends_with_browser, renewal_interval, resolve_expires_at
 from .serializers import JSONSerializer, Serializer
 from .stores.base import Merge, Saved, SessionWrite, Store, StoredSession, hash_key, public_id_for
-from .tracking import TrackedDict
+from .tracking import _IMMUTABLE, TrackedDict
 
 if TYPE_CHECKING:
     from .events import Observer, SessionEvents
@@ -41,6 +44,8 @@ _MISSING: Any = object()
 _NOTHING: frozenset[str] = frozenset()
 _NO_MERGES: dict[str, Merge] = {}
 _LOADING = object()  # a load is in progress and nobody is waiting for it yet
+# A session with no record yet has no encoded forms (read-only: a save rebinds _texts).
+_NO_TEXTS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(slots=True, frozen=True)
@@ -138,7 +143,17 @@ class Session(DjangoAsyncAPI, TrackedDict):
         # The rest of the state is set by _start_tracking(), once the session is loaded.
 
     def _start_tracking(self) -> None:
-        self._reset_changes(self._config.serializer.dumps)
+        # TrackedDict._reset_changes, inlined (it runs on every load), with no mapping
+        # allocated for the encoded forms: _adopt() sets the store's own.
+        self._dumps = self._config.serializer.dumps
+        self._texts = _NO_TEXTS
+        self._lazy_texts = False
+        self._assigned = {}
+        self._changed = set()
+        self._deltas = {}
+        self._fresh_lists = set()
+        self._handed = set()
+        self._handed_all = self._replace = self._all_dirty = False
         self._written = False
         self._dropped = False
         self._rotated = False
@@ -174,15 +189,14 @@ class Session(DjangoAsyncAPI, TrackedDict):
             key = self._client_key()
             record = None
             if key is not None:
-                new_key, old_key = split_pending(key)
-                if old_key is None:
+                if _PENDING not in key:
                     store, observer = self._config.store, self._observer
                     # With handlers, a load that finds the record expired fires "expired".
                     record = await (
                         store.load(key) if observer is None else observer.load(store, key)
                     )
                 else:
-                    key, record = await self._resolve_pending(new_key, old_key)
+                    key, record = await self._resolve_pending(*split_pending(key))  # type: ignore[arg-type]
             if record is not None:
                 self._adopt(key, record)  # type: ignore[arg-type]
             elif self._config.importers:
@@ -237,8 +251,18 @@ class Session(DjangoAsyncAPI, TrackedDict):
             config = self._config
             key = None
             self._stale_cookie = False
-            values = cookie_values(self._headers, config.cookie.name_bytes)
             verified = config.verified
+            raw = None
+            if verified is not None:
+                # A returning browser sends the same Cookie header again: one lookup.
+                raw = cookie_header(self._headers)
+                if raw is not None:
+                    hit = verified.get_header(raw)
+                    if hit is not None:
+                        self._cookie_value, key = hit
+                        self._cookie_key = key
+                        return key
+            values = cookie_values(self._headers, config.cookie.name_bytes)
             for value in values:
                 key = verified.get(value) if verified is not None else None
                 if key is None:
@@ -258,6 +282,8 @@ class Session(DjangoAsyncAPI, TrackedDict):
                 )
             ):
                 logger.warning("Session cookie with a bad signature ignored; fresh session.")
+            if key is not None and raw is not None and not self._stale_cookie:
+                verified.add_header(raw, self._cookie_value, key)  # type: ignore[union-attr]
             self._cookie_key = key
         return self._cookie_key  # type: ignore[return-value]
 
@@ -410,6 +436,19 @@ class Session(DjangoAsyncAPI, TrackedDict):
 
     # -- persisting --------------------------------------------------------------------
 
+    def _unchanged(self) -> bool:
+        """Loaded and left as it was: nothing to save, no cookie to send or remove, no
+        container handed out that may have changed (the middleware's read-only path)."""
+        return not (
+            self._modified
+            or self._written
+            or self._dropped
+            or self._handed
+            or self._handed_all
+            or self._stale_cookie
+            or self._unknown is not None
+        )
+
     def _pending(self) -> bool:
         return bool(
             self._changed
@@ -431,16 +470,26 @@ class Session(DjangoAsyncAPI, TrackedDict):
             if not (create or self._replace):
                 deleted = [key for key in self._changed if key not in values]
         else:
+            assigned = self._assigned
             for key in self._changed:
                 value = dict.get(self, key, _MISSING)
                 if value is _MISSING:
                     deleted.append(key)
-                else:
-                    values[key] = text(key, value)
+                    continue
+                # An immutable value assigned in this request was encoded then (_text's
+                # first answer, without the call).
+                encoded = assigned.get(key) if type(value) in _IMMUTABLE else None
+                values[key] = encoded if encoded is not None else text(key, value)
         if nested:
             values.update(nested)
         merges = _NO_MERGES
-        if not (create or self._replace) and self._merging:
+        # A merge is a counter, a list created empty here, a deleted key or a nested
+        # change: a request that only assigned keys has none to look for.
+        if (
+            not (create or self._replace)
+            and (deleted or nested or self._deltas or self._fresh_lists)
+            and self._merging
+        ):
             merges = self._merges(nested)
             if merges:
                 for key in merges:
@@ -455,7 +504,7 @@ class Session(DjangoAsyncAPI, TrackedDict):
             create,
             now,
             now + self._config.default_age,
-            self._cap(now),
+            None if self._config.absolute_timeout is None else self._cap(now),
             self._created_at if self._created_at is not None else now,
             self._owner,
             self._owner_changed,
@@ -538,8 +587,9 @@ class Session(DjangoAsyncAPI, TrackedDict):
 
     def _saved(self, saved: Saved, change: SessionWrite) -> None:
         self._changed.clear()
-        self._deltas.clear()
-        self._fresh_lists.clear()
+        if self._deltas or self._fresh_lists:
+            self._deltas.clear()
+            self._fresh_lists.clear()
         self._replace = self._all_dirty = False
         self._owner_changed = self._expiry_changed = False
         # The lists and dicts the view was handed stay watched (it still holds them), now
@@ -677,8 +727,14 @@ class Session(DjangoAsyncAPI, TrackedDict):
             if self._modified and dict.__len__(self):
                 await self._persist()
         else:
-            nested = self._nested() if self._config.detect_nested_changes else None
-            if self._retiring():
+            config = self._config
+            if not config.detect_nested_changes:
+                nested = None  # a save that happens anyway still looks (_persist)
+            elif self._handed or self._handed_all:
+                nested = self._nested_changes()
+            else:
+                nested = {}  # nothing handed out: nothing changed in place
+            if config.importers and self._retiring():
                 await self._retire(nested)
             elif (
                 (self._modified and self._pending())
@@ -737,7 +793,9 @@ class Session(DjangoAsyncAPI, TrackedDict):
             value = config.store.encode_cookie(key, config.signer)
             if config.verified is not None:
                 config.verified.add(value, key)  # signed just now
-        if ends_with_browser(self._expiry, config.max_age):
+        expiry = self._expiry
+        # ends_with_browser(), inlined: this runs on every response that sets the cookie.
+        if (config.max_age is None) if expiry is None else expiry == "s:0":
             return config.cookie.set_header(value, None)
         return config.cookie.set_header(
             value,

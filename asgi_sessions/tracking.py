@@ -26,6 +26,15 @@ _CONTAINERS = (list, dict)
 _IMMUTABLE = frozenset({str, int, float, bool, type(None)})
 
 
+def _unstorable(key: str, exc: Exception) -> TypeError:
+    """The error for a value under ``key`` that the serializer refused with ``exc``."""
+    return TypeError(
+        f"The session value under {key!r} cannot be stored: {exc}. Store only "
+        "values the serializer accepts (for JSON: str, int, float, bool, None, "
+        "and lists and dicts of them with str keys)."
+    )
+
+
 class TrackedDict(dict[str, Any]):
     """The mapping half of a session: Django's change-tracking rules on a real ``dict``.
 
@@ -89,11 +98,7 @@ class TrackedDict(dict[str, Any]):
         try:
             return self._dumps(value)
         except (TypeError, ValueError, RecursionError) as exc:
-            raise TypeError(
-                f"The session value under {key!r} cannot be stored: {exc}. Store only "
-                "values the serializer accepts (for JSON: str, int, float, bool, None, "
-                "and lists and dicts of them with str keys)."
-            ) from exc
+            raise _unstorable(key, exc) from exc
 
     # -- reading -----------------------------------------------------------------------
 
@@ -221,8 +226,12 @@ class TrackedDict(dict[str, Any]):
                 f"The session key {key!r} cannot be stored: it contains a NUL character. "
                 "Use a key without one."
             )
-        # Encoded now, so an unstorable value fails here, in the view, not at save time.
-        self._assigned[key] = self._encode(key, value)
+        # Encoded now, so an unstorable value fails here, in the view, not at save time
+        # (_encode's body, without the call: this runs on every assignment).
+        try:
+            self._assigned[key] = self._dumps(value)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise _unstorable(key, exc) from exc
         if type(value) is list and not value and not dict.__contains__(self, key):
             # A new empty list (``setdefault(k, [])``, or sqladmin's ``if k not in s:
             # s[k] = []``): what is appended to it is appended to the list, not a

@@ -405,3 +405,34 @@ async def test_a_returning_cookie_skips_the_hmac_and_a_forged_one_is_never_remem
             assert spy.call_count == 2  # a forged value is checked every time
     assert verified.get(cookie) is not None
     assert verified.get(forged) is None
+
+
+async def test_a_remembered_cookie_header_resolves_as_parsing_it_would() -> None:
+    """The whole-header cache (VerifiedCookies.get_header) answers what the parse did: the
+    first validly signed duplicate, also behind a forged one; a forged-only header is never
+    remembered."""
+
+    async def set_view(request: Request) -> JSONResponse:
+        session = await request.state.session
+        session["user"] = "alice"
+        return JSONResponse(dict(session))
+
+    async def read_view(request: Request) -> JSONResponse:
+        return JSONResponse(dict(await request.state.session))
+
+    inner = Starlette(routes=[Route("/set", set_view), Route("/read", read_view)])
+    middleware = SessionMiddleware(inner, secret_key=SECRET, store=MemoryStore())
+    verified = middleware.config.verified
+    assert verified is not None
+    async with client_for(middleware) as client:
+        cookie = cookie_value(await client.get("/set"))
+        client.cookies.clear()
+        forged = cookie[:-2] + ("AA" if not cookie.endswith("AA") else "BB")
+        shadowed = f"session={forged}; session={cookie}"
+        for _ in range(2):  # parsed, then remembered
+            response = await client.get("/read", headers={"cookie": shadowed})
+            assert response.json() == {"user": "alice"}
+        assert verified.get_header(shadowed.encode()) == (cookie, verified.get(cookie))
+        for _ in range(2):
+            assert (await client.get("/read", headers=sent(forged))).json() == {}
+    assert verified.get_header(f"session={forged}".encode()) is None

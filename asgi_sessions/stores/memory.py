@@ -80,7 +80,10 @@ class MemoryStore(Store):
     ) -> tuple[StoredSession | None, StoredSession | None]:
         """``(the record now stored, the record change leaves)``, the latter ``None`` when
         no data is left; raises if the change cannot apply."""
-        current = self._live(store_id)
+        current = self._records.get(store_id)
+        if current is not None and current.expires_at <= self.clock():
+            self._drop(store_id)
+            current = None
         if change.create:
             if current is not None:
                 raise KeyCollision(f"A session with store id {store_id[:12]}... already exists.")
@@ -90,19 +93,30 @@ class MemoryStore(Store):
         else:
             if current is None:
                 raise SessionInterrupted()
-            owner = change.owner if change.owner_changed else current.owner
+            if change.owner_changed:
+                owner, device = change.owner, change.device
+            else:
+                owner, device = current.owner, current.device
             expiry = change.expiry if change.expiry_changed else current.expiry
             created_at = current.created_at
-            device = change.device_after(current.device)
-            data = merged_data(current.data, change)
+            if change.replace or change.deleted or change.merges:
+                data = merged_data(current.data, change)
+            else:  # the commonest save: keys set, nothing else (merged_data's first steps)
+                data = dict(current.data)
+                data.update(change.set)
         if not data:
             return current, None
-        ends = resolve_expires_at(expiry, change.now, change.default_expires_at, change.expires_cap)
+        if expiry is None and change.expires_cap is None:
+            ends = change.default_expires_at  # resolve_expires_at's answer, without a call
+        else:
+            ends = resolve_expires_at(
+                expiry, change.now, change.default_expires_at, change.expires_cap
+            )
         return current, StoredSession(data, ends, created_at, change.now, expiry, owner, device)
 
     async def read(self, store_id: str) -> StoredSession | None:
-        # The stored record itself, not a copy: readers only decode from it, and write()
-        # replaces records rather than changing one in place.
+        # The stored record itself, not a copy: readers only decode from it, and writes
+        # replace records rather than changing one in place.
         if self._closed:
             self._require_open()
         record = self._records.get(store_id)
@@ -113,35 +127,43 @@ class MemoryStore(Store):
         return record
 
     async def write(self, store_id: str, change: SessionWrite) -> WriteOutcome:
+        record = self._apply(store_id, change)
+        if record is None:
+            return WriteOutcome(False, change.now, None)
+        return WriteOutcome(True, record.expires_at, record.expiry)
+
+    def _apply(self, store_id: str, change: SessionWrite) -> StoredSession | None:
+        """Merge ``change`` and store the result; the record stored, ``None`` if deleted."""
         current, record = self._merge(store_id, change)
-        return self._commit(store_id, current, record, change)
+        return self._commit(store_id, current, record)
 
     async def move(self, store_id: str, new_id: str, change: SessionWrite) -> WriteOutcome:
         _, record = self._merge(store_id, change)
         if self._live(new_id) is not None:
             raise KeyCollision(f"A session with store id {new_id[:12]}... already exists.")
         self._drop(store_id)
-        return self._commit(new_id, None, record, change)
+        if self._commit(new_id, None, record) is None:
+            return WriteOutcome(False, change.now, None)
+        return WriteOutcome(True, record.expires_at, record.expiry)  # type: ignore[union-attr]
 
     def _commit(
-        self,
-        store_id: str,
-        current: StoredSession | None,
-        record: StoredSession | None,
-        change: SessionWrite,
-    ) -> WriteOutcome:
+        self, store_id: str, current: StoredSession | None, record: StoredSession | None
+    ) -> StoredSession | None:
         records = self._records
         if record is None:
             self._drop(store_id)
-            return WriteOutcome(False, change.now, None)
+            return None
         if current is not None:
             del records[store_id]  # re-inserted last: the most recently written
+            if current.owner != record.owner:
+                self._index(store_id, current.owner, record.owner)
+        elif record.owner is not None:
+            self._index(store_id, None, record.owner)
         records[store_id] = record
-        self._index(store_id, current.owner if current is not None else None, record.owner)
         if len(records) > self.max_entries:
             while len(records) > self.max_entries:
                 self._drop(next(iter(records)))
-        return WriteOutcome(True, record.expires_at, record.expiry)
+        return record
 
     async def remove(self, store_id: str) -> None:
         self._drop(store_id)
