@@ -28,6 +28,7 @@ MEMORY_ONLY = "bare,starlette,starsessions-memory,ours-memory,ours-cookie"
         ["observability", "--rounds", "2", "--per-round", "5"],
         ["contention", "--stores", "memory", "--rounds", "2", "--saves", "16"],
         ["devices", "--rounds", "2", "--requests", "5"],
+        ["sqlite-workers", "--seconds", "0.3", "--clients", "8"],
     ],
     ids=lambda argv: argv[0],
 )

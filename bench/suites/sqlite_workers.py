@@ -3,17 +3,14 @@ keep-alive connections (32 to each, one request in flight per connection, as a b
 in front of ``--workers 2`` would spread them); requests/s, p99 and "database is locked",
 ours against raw aiosqlite doing the floor's work (:mod:`bench.floors`) in the same
 processes. Every config's servers start up front; cells interleave round by round.
-
-Two floors: ``raw-sqlite`` is the in-process suite's (it writes back the same bytes every
-time, which SQLite turns into a commit of no page at all); ``raw-sqlite-fresh`` writes a
-new counter each time, as a session's write does.
+The floor is the in-process suite's ``raw-sqlite``, whose write stores a changed value
+each time, as a session's write does.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import time
@@ -21,20 +18,18 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from ..apps import Built, Env, build, config, next_value, session_data
-from ..floors import floor_app
+from ..apps import Built, Env, build, config
 from ..harness import Context, Section, log
 from ..services import uvicorn_server
 from ..stats import Case, Goal, fmt, ratio_rows
 
 TITLE = "SQLite under 2 uvicorn workers x 64 clients: requests/s, p99 [p10-p90 of rounds]"
-CONFIGS = ["raw-sqlite", "raw-sqlite-fresh", "ours-sqlite"]
+CONFIGS = ["raw-sqlite", "ours-sqlite"]
 ENDPOINTS = ("read", "write")
 WORKERS = 2
 CASES = [
     Case("SQLite read", "read", "raw-sqlite", "ours-sqlite", (Goal(0.85),)),
     Case("SQLite write", "write", "raw-sqlite", "ours-sqlite", (Goal(0.85),)),
-    Case("SQLite write, fresh floor", "write", "raw-sqlite-fresh", "ours-sqlite", (Goal(0.85),)),
 ]
 
 
@@ -42,36 +37,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, help="seconds per cell per round (3; quick 0.5)")
     parser.add_argument("--rounds", type=int, help="rounds (default 3; quick 1)")
     parser.add_argument("--clients", type=int, default=64, help="connections in all (64)")
-
-
-async def _fresh_floor(path: str) -> Built:
-    """``raw-sqlite`` whose write stores a new counter each time."""
-    import aiosqlite
-
-    db = await aiosqlite.connect(path, isolation_level=None)
-    await db.execute_fetchall("PRAGMA journal_mode = WAL")
-    await db.execute_fetchall("PRAGMA synchronous = NORMAL")
-    await db.execute_fetchall(
-        "CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, data TEXT NOT NULL)"
-    )
-    key = "k" * 64
-    upsert = (
-        "INSERT INTO sessions (id, data) VALUES (?, ?) "
-        "ON CONFLICT (id) DO UPDATE SET data = excluded.data"
-    )
-
-    def value() -> str:
-        return json.dumps({**session_data(), "counter": next_value()})
-
-    await db.execute_fetchall(upsert, (key, value()))
-
-    async def select() -> Any:
-        return list(await db.execute_fetchall("SELECT data FROM sessions WHERE id = ?", (key,)))
-
-    async def save() -> Any:
-        return await db.execute_fetchall(upsert, (key, value()))
-
-    return Built(floor_app(select, save), b"session=" + b"x" * 96, [db.close])
 
 
 def app() -> Any:
@@ -85,10 +50,7 @@ def app() -> Any:
     async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             while (await receive())["type"] != "lifespan.shutdown":
-                if name == "raw-sqlite-fresh":
-                    built.append(await _fresh_floor(os.path.join(tmpdir, "raw-fresh.sqlite3")))
-                else:
-                    built.append(await build(config(name), Env(redis_url="", tmpdir=tmpdir)))
+                built.append(await build(config(name), Env(redis_url="", tmpdir=tmpdir)))
                 cookie = Path(os.environ["SQLW_COOKIE_FILE"])
                 cookie.with_suffix(".tmp").write_bytes(built[0].cookie or b"")
                 cookie.with_suffix(".tmp").replace(cookie)
