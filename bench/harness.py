@@ -91,13 +91,17 @@ def write_latest(name: str, section: Section, out: Path = LATEST) -> None:
     (out / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 
-def write_full(sections: dict[str, Section], seconds: float, out: Path = RESULTS) -> None:
+def write_full(
+    sections: dict[str, Section], seconds: float, out: Path = RESULTS, results: Path | None = None
+) -> None:
     """A full run: bench/RESULTS.md, results/full.json and the README's table."""
+    results = results or HERE / "RESULTS.md"
     text = "\n".join(
         ["# asgi-server-sessions benchmark", "", f"`make bench` — {header(seconds)}", ""]
         + [section.markdown() for section in sections.values()]
+        + kept_sections(results, {section.title for section in sections.values()})
     )
-    (HERE / "RESULTS.md").write_text(text)
+    results.write_text(text)
     out.mkdir(parents=True, exist_ok=True)
     payload = {
         "versions": versions(),
@@ -111,6 +115,15 @@ def write_full(sections: dict[str, Section], seconds: float, out: Path = RESULTS
             lines = [re.sub(r"^(###+) ", r"##\1 ", line) for line in section.readme]
             readme += ["", f"#### {section.title}", "", f"`{section.command}`", "", *lines]
     include_in_readme("\n".join(readme))
+
+
+def kept_sections(results: Path, titles: set[str]) -> list[str]:
+    """The sections of ``results`` that this run does not write: a suite outside the full
+    run, a decided experiment's findings. A full run keeps them, after its own."""
+    if not results.exists():
+        return []
+    parts = re.split(r"(?m)^(?=## )", results.read_text())[1:]
+    return [part.rstrip() + "\n" for part in parts if part.split("\n", 1)[0][3:] not in titles]
 
 
 def include_in_readme(body: str, readme: Path = README) -> None:

@@ -192,3 +192,16 @@ def test_the_delay_relay_delays_each_round_trip_and_counts_one_turn_per_request(
     finally:
         relay.close()
         server.close()
+
+
+def test_a_full_run_keeps_the_sections_it_does_not_write(tmp_path: Path) -> None:
+    from bench.harness import Section, kept_sections
+
+    results = tmp_path / "RESULTS.md"
+    results.write_text(
+        "# benchmark\n\n## Suite A\n\nold figures\n\n## Where the time goes\n\nfindings\n"
+    )
+    assert kept_sections(results, {Section("Suite A", []).title}) == [
+        "## Where the time goes\n\nfindings\n"
+    ]
+    assert kept_sections(tmp_path / "missing.md", set()) == []

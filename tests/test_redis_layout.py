@@ -1,4 +1,5 @@
-"""Slot tags: an owner's sessions and index share a slot; everything else spreads out."""
+"""Slot tags: an owner's sessions and index share a slot; everything else spreads out.
+And how a session's hash, as ``HGETALL`` returns it, reads back."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import pytest
 from redis.crc import key_slot
 
 from asgi_sessions.errors import ImproperlyConfigured
-from asgi_sessions.stores.base import hash_key
+from asgi_sessions.stores.base import StoredSession, hash_key
 from asgi_sessions.stores.redis_layout import (
     TAG_LENGTH,
     ClusterLayout,
     Layout,
     check_prefix,
+    decode_record,
     mint_key,
     owner_tag,
     random_tag,
@@ -104,3 +106,62 @@ def test_no_tag_starts_with_a_dash_so_keys_never_read_as_options() -> None:
     tags = [random_tag() for _ in range(2000)] + [owner_tag(SLOT_KEY, f"u{n}") for n in range(2000)]
 
     assert all(len(tag) == TAG_LENGTH and not tag.startswith("-") for tag in tags)
+
+
+# -- reading a hash back ------------------------------------------------------------------
+
+RECORD = {
+    "m:e": "2000.5",
+    "m:c": "1000.25",
+    "m:u": "1500.125",
+    "m:x": "s:3600",
+    "m:o": "alice",
+    "m:d": "device-text",
+    "d:user": '"alice"',
+    "d:m:e": '"a key that looks like metadata"',
+}
+
+
+def test_every_metadata_field_lands_in_its_own_attribute() -> None:
+    # decode_record builds StoredSession positionally (it is on every load): this pins
+    # the order, so a field added to StoredSession cannot shift the others silently.
+    assert decode_record(dict(RECORD), 1999.0) == StoredSession(
+        data={"user": '"alice"', "m:e": '"a key that looks like metadata"'},
+        expires_at=2000.5,
+        created_at=1000.25,
+        updated_at=1500.125,
+        expiry="s:3600",
+        owner="alice",
+        device="device-text",
+    )
+
+
+def test_a_record_without_optional_metadata_reads_them_as_none() -> None:
+    record = {"m:e": "2000.5", "m:c": "1000.25", "m:u": "1500.125", "d:a": "1"}
+
+    loaded = decode_record(record, 1999.0)
+
+    assert loaded is not None
+    assert (loaded.expiry, loaded.owner, loaded.device) == (None, None, None)
+
+
+def test_a_client_without_decode_responses_reads_the_same_record() -> None:
+    raw = {name.encode(): value.encode() for name, value in RECORD.items()}
+
+    assert decode_record(raw, 1999.0) == decode_record(dict(RECORD), 1999.0)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {},
+        {"d:a": "1"},  # no end: a half-written or foreign hash
+        {b"d:a": b"1"},
+        {**RECORD, "m:e": "1999.0"},  # ends now: dead
+        {**RECORD, "m:m": "moved"},  # sealed: moved to another slot
+    ],
+)
+def test_an_empty_endless_expired_or_sealed_hash_reads_as_missing(
+    record: dict[str | bytes, str | bytes],
+) -> None:
+    assert decode_record(record, 1999.0) is None

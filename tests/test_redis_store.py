@@ -32,6 +32,7 @@ from asgi_sessions.devices import decode_device, encode_device
 from asgi_sessions.errors import ImproperlyConfigured, KeyCollision, SessionInterrupted
 from asgi_sessions.stores.base import SessionWrite, hash_key, public_id_for
 from asgi_sessions.stores.redis import RedisStore
+from asgi_sessions.stores.redis_io import Gate
 from tests.clock import FakeClock
 from tests.redis_server import RedisProcess, free_port
 from tests.support import session_write
@@ -240,6 +241,37 @@ async def test_an_update_of_a_deleted_session_raises_and_does_not_resurrect_it(
 
     assert await rstore.load(KEY) is None
     assert await rstore.list_sessions("u1") == []
+
+
+async def test_the_usual_save_reports_the_end_and_setting_in_force_after_it(
+    rstore: RedisStore, clock: FakeClock
+) -> None:
+    # update.lua answers the usual save with a number (gone, or the default end) and only
+    # a record with an expiry setting of its own with its end and setting.
+    await rstore.save(KEY, session_write(clock(), set={"a": "1"}, create=True))
+    plain = await rstore.save(KEY, session_write(clock() + 5, set={"a": "2"}, ttl=100))
+    assert (plain.alive, plain.expires_at, plain.expiry) == (True, clock() + 105, None)
+
+    await rstore.save(KEY, session_write(clock(), set={"a": "3"}, expiry="s:600"))
+    idle = await rstore.save(KEY, session_write(clock() + 7, set={"a": "4"}, ttl=100))
+    assert (idle.alive, idle.expires_at, idle.expiry) == (True, clock() + 607, "s:600")
+
+    capped = await rstore.save(
+        KEY, session_write(clock() + 8, set={"a": "5"}, ttl=100, cap=clock() + 50)
+    )
+    assert (capped.expires_at, capped.expiry) == (clock() + 50, "s:600")
+    loaded = await rstore.load(KEY)
+    assert loaded is not None
+    assert (loaded.data, loaded.expires_at, loaded.updated_at) == (
+        {"a": "5"},
+        clock() + 50,
+        clock() + 8,
+    )
+
+    await rstore.delete(KEY)
+    with pytest.raises(SessionInterrupted):
+        await rstore.save(KEY, session_write(clock(), set={"a": "6"}))
+    assert await rstore.load(KEY) is None
 
 
 async def test_creating_over_a_live_session_raises_key_collision(
@@ -654,6 +686,54 @@ async def test_waiting_for_a_free_connection_gives_up_after_the_pool_timeout() -
             assert time.monotonic() - started < 1.0
             with pytest.raises(SessionStoreError):
                 await stuck
+
+
+async def test_the_gate_lets_waiters_through_in_the_order_they_came() -> None:
+    gate = Gate(1)
+    assert gate.take_now()
+    order: list[int] = []
+
+    async def wait(i: int) -> None:
+        await gate.take()
+        order.append(i)
+        gate.give()
+
+    waiters = [asyncio.ensure_future(wait(i)) for i in range(5)]
+    await asyncio.sleep(0)
+    assert not gate.take_now()  # a free slot never jumps the queue
+    gate.give()
+    await asyncio.gather(*waiters)
+
+    assert order == [0, 1, 2, 3, 4]
+    assert gate.free == 1
+
+
+async def test_a_waiter_that_gives_up_leaves_no_slot_taken() -> None:
+    gate = Gate(1)
+    assert gate.take_now()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await gate.take()
+    gate.give()
+
+    assert gate.free == 1
+    assert gate.take_now()
+
+
+async def test_a_slot_handed_to_a_waiter_that_gives_up_at_that_moment_passes_on() -> None:
+    gate = Gate(1)
+    assert gate.take_now()
+    first = asyncio.ensure_future(gate.take())
+    second = asyncio.ensure_future(gate.take())
+    await asyncio.sleep(0)
+    gate.give()  # hands the slot to the first waiter...
+    first.cancel()  # ...which is cancelled before it runs again
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await second  # the slot went on to the next waiter
+
+    gate.give()
+    assert gate.free == 1
 
 
 async def test_a_burst_past_the_pool_size_waits_for_connections_instead_of_failing(

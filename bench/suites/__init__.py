@@ -39,6 +39,7 @@ FULL: list[list[str]] = [
     ["redis"],
     ["cluster"],
     ["sqlite"],
+    ["sqlite-workers"],
     ["postgres", "--sessions", "100000"],
     ["cookie"],
     ["owners"],
