@@ -170,6 +170,17 @@ def screenshot() -> Callable[[Page, str], None]:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
     def save(page: Page, flow: str) -> None:
-        page.screenshot(path=ARTIFACTS / f"{flow}.png", full_page=True)
+        from playwright.sync_api import Error
+
+        # Chromium on a loaded machine now and then answers "Unable to capture screenshot"
+        # (Page.captureScreenshot): the page is fine, the capture is retried.
+        for attempt in range(3):
+            try:
+                page.screenshot(path=ARTIFACTS / f"{flow}.png", full_page=True)
+                return
+            except Error as exc:
+                if "Unable to capture screenshot" not in str(exc) or attempt == 2:
+                    raise
+                page.wait_for_timeout(500)
 
     return save
