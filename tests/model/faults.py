@@ -17,7 +17,8 @@ which fault it injected, so it stays deterministic: ``after`` applies the step,
 ``before`` rolls it back; either way the request answers 503, and its cookie is:
 
 - a create's attempted key (``after``: the new record; ``before``: a key naming nothing);
-- a rotation's (or a cluster move's, ``after``) pair "new, else old";
+- a rotation's (or a cluster move's, ``after``, even one that emptied the session) pair
+  "new, else old";
 - untouched otherwise.
 
 A client whose request got a 503 from a fault retries it (same ops, no fault) right
@@ -110,12 +111,15 @@ def apply_faulted(model: Any, req: Any, effect: str, method: str, kind: str) -> 
     held, removal = copy.deepcopy(req.held), req.removal
     before_rid = held.rid
     raised = model.events["interrupted"] + model.events["expired"]
+    req.moved = False
     model._apply(req, effect)
     if kind == "after" and model.events["interrupted"] + model.events["expired"] != raised:
         return  # the store itself raised (record gone): that error wins, no fault fired
     new = [rid for rid in model.records if rid not in records]
     new_rid = new[0] if new else None
-    unknown = method in NEW_KEY_METHODS or (kind == "after" and new_rid is not None)
+    # A cluster move that emptied the session made no record, but the store answered for
+    # a new key all the same (stores/redis.py: save -> rotate).
+    unknown = method in NEW_KEY_METHODS or (kind == "after" and (new_rid is not None or req.moved))
     if kind == "before":
         model.records.clear()
         model.records.update(records)
@@ -170,6 +174,7 @@ def load_pending(model: Any, req: Any) -> None:
     held.owner, held.expiry = record.owner, record.expiry
     held.known_expires_at = record.expires_at
     held.updated_at = record.updated_at
+    held.writes = record.writes
     # The pair lives one round trip: the response sets a plain cookie for what it found.
     held.wrote = True
     held.write_expires_at, held.write_setting = record.expires_at, record.expiry

@@ -289,13 +289,24 @@ class Imports:
         if self._alive(state.k_rid) is not None:
             run.step = "find K"
             return
-        if state.k_rid is not None:
-            # K again (the first one ended): the key is the new record's now. With the
-            # model's whole-second clock a re-creation can tie with the marker's time,
-            # and a tie reads as concurrent (real clocks do not tie: importers.py).
-            model.records[state.k_rid].key = None
         data = {key: copy.deepcopy(value) for key, value in state.spec.data}
-        record = model._new_record(data, None, None, model.now)
+        if state.k_rid is not None:
+            # K again (the first one ended). A store knows a record by its key alone, so
+            # whoever still holds the first one (a cookie naming K, a request that loaded
+            # it and saves later) reaches this one: the model makes it the same record,
+            # new again. It is handed out only when its creation ties with the marker's
+            # time, which the model's whole-second clock allows and real clocks do not
+            # (importers.py); else its creator deletes it ("delete K").
+            from tests.model.records import expires_at
+
+            record = model.records[state.k_rid]
+            record.data, record.owner, record.expiry = data, None, None
+            record.created_at = model.now
+            record.expires_at = expires_at(model.options, None, model.now, model.now)
+            record.deleted, record.device, record.slot_owner = False, None, None
+            record.writes += 1
+        else:
+            record = model._new_record(data, None, None, model.now)
         record.updated_at = model.now - UNTOUCHED
         record.key = state.k_key
         state.k_rid = record.rid
@@ -339,7 +350,11 @@ class Imports:
     def _read_K(self, req: RequestModel, run: ImportRun) -> None:
         record = self._alive(run.state.k_rid)
         now = self.model.now
-        if record is None:
+        if run.created and record is not None and record.created_at > run.marked.created_at:
+            # Made by this request after a concurrent import had already ended its K: the
+            # importer deletes it, so nobody is ever handed it.
+            run.step = "delete K"
+        elif record is None:
             self._fresh(req, removal=True, why="K is gone (logged out, retired or expired)")
         elif record.updated_at >= record.created_at:
             self._fresh(req, removal=True, why=f"{record.label()} was written since the import")
@@ -349,6 +364,12 @@ class Imports:
             self._fresh(req, removal=True, why="K re-created after the import")
         else:
             self._adopt(req, run)
+
+    def _delete_K(self, req: RequestModel, run: ImportRun) -> None:
+        record = self.model.records[run.state.k_rid]
+        record.deleted = True
+        why = f"K re-created after the import: {record.label()} deleted"
+        self._fresh(req, removal=True, why=why)
 
     def _adopt(self, req: RequestModel, run: ImportRun) -> None:
         state = run.state
@@ -363,6 +384,7 @@ class Imports:
         held.known_expires_at = held.write_expires_at = record.expires_at
         held.write_setting = record.expiry
         held.updated_at = record.updated_at
+        held.writes = record.writes
         held.wrote = True  # the response sets our cookie
         held.imported = True  # type: ignore[attr-defined]  # no renewal in this request
         req.loaded = True

@@ -40,6 +40,9 @@ class Record:
     """On a store whose keys name their owner's slot: the owner the key was minted for."""
     device: str | None = None
     """Issue 25: the user agent of the request that stored the owner (None: no owner)."""
+    writes: int = 0
+    """How many times the record was written since it was made: which write a cookie or a
+    request knows (two writes in one second of the model's clock share ``updated_at``)."""
 
     def alive(self, now: float) -> bool:
         # "A record is alive while now < expires_at."
@@ -118,6 +121,8 @@ class Held:
     "expired" and "deleted" when a save finds the record gone."""
     updated_at: float = 0.0
     """The record's last write as this request knows it (loaded, or its own write)."""
+    writes: int = 0
+    """``Record.writes`` of that write."""
     pending: set[str] = field(default_factory=set)
     replace: bool = False
     all_present: bool = False

@@ -175,6 +175,7 @@ class Model(Rules):
             held.owner, held.expiry = record.owner, record.expiry
             held.known_expires_at = record.expires_at
             held.updated_at = record.updated_at
+            held.writes = record.writes
             self.note(f"R{req.number} loads {record.label()} {record.data}")
         else:
             seen = record is not None and self.lifecycle.loaded_expired(req, record)

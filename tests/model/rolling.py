@@ -39,14 +39,15 @@ class Activity:
     """Each client's cookie as its browser keeps it, on the model's clock."""
 
     cookies: dict[int, tuple[int, float | None, float]] = field(default_factory=dict)
-    """client -> (record, when the cookie ends or None, the record's write it carries)."""
+    """client -> (record, when the cookie ends or None, the record's write it carries:
+    ``Record.writes``)."""
 
     def responded(self, model: Rules, req: RequestModel, expected: Outcome) -> str | None:
         """Note the response's cookie; the broken promise, if any, as a divergence."""
         client, now = req.spec.client, model.now
         if expected.cookie == "set" and expected.rid in model.records:
             ends = None if expected.max_age is None else now + expected.max_age
-            self.cookies[client] = (expected.rid, ends, model.records[expected.rid].updated_at)
+            self.cookies[client] = (expected.rid, ends, model.records[expected.rid].writes)
         elif expected.cookie == "delete":
             self.cookies.pop(client, None)
         options = model.options
@@ -60,11 +61,11 @@ class Activity:
             getattr(req, "imp", None) is not None  # it sent an old library's cookie
             or cookie is None
             or cookie[0] != rid
-            or cookie[2] != record.updated_at
+            or cookie[2] != record.writes
             or not record.alive(now)
             or (record.expiry or "").startswith("a:")
             or held.rid != rid
-            or held.updated_at != record.updated_at
+            or held.writes != record.writes
         ):
             return None
         window = idle_window(options, record.expiry)

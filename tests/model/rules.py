@@ -86,6 +86,9 @@ class RequestModel:
     outcome: Outcome | None = None
     target: int | None = None
     """The record a revoke op names, fixed when the op begins."""
+    moved: bool = False
+    """Its last merge was a store's move to the owner's slot (a cluster): the store wrote
+    under a new key, or ended the record, and a lost reply leaves either unknown."""
     fault: str | None = None
     """The store fault this request met ("before"/"after"; faults.py): it answers 503."""
     pair_stage: bool = False
@@ -341,6 +344,7 @@ class Rules:
             device = None if owner is None else user_agent(req.number)
         server = not self.cookie_store
         new_key = rotate or move
+        req.moved = move and server
         if new_key and server:
             record.deleted = True  # "the old key is dead from that instant"
         if not data:
@@ -359,6 +363,7 @@ class Rules:
             target = record
             target.data, target.owner, target.expiry = data, owner, expiry
             target.updated_at = self.now
+            target.writes += 1
             target.expires_at = expires_at(self.options, expiry, self.now, record.created_at)
         target.device = device
         held.rid = target.rid
@@ -377,6 +382,7 @@ class Rules:
         held.consumed()
         held.wrote = True
         held.updated_at = self.now
+        held.writes = record.writes
         held.write_expires_at = held.known_expires_at = record.expires_at
         held.write_setting = record.expiry
 
