@@ -43,6 +43,7 @@ lint: $(STAMP) ## Ruff (lint and format check) and mypy strict
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(PY) tools/import_graph.py --check
 
 fmt: $(STAMP) ## Format and fix what ruff can
 	$(PY) -m ruff format .
@@ -64,7 +65,7 @@ bench-quick: $(STAMP) ## Every benchmark suite, briefly (a smoke run; commits no
 	$(PY) -m bench --quick
 
 fuzz: $(STAMP) ## Long fuzzing: the cookie (>= 10,000 cases), then make check-model
-	FUZZ_EXAMPLES=10000 $(PY) -m pytest tests/test_fuzz.py -p no:cacheprovider -q
+	FUZZ_EXAMPLES=10000 $(PY) -m pytest tests/security/test_fuzz.py -p no:cacheprovider -q
 	$(MAKE) check-model
 
 MODEL_PROGRAMS ?= 100000

@@ -7,11 +7,9 @@
 
 from __future__ import annotations
 
-# The one place the version lives: hatchling reads it for the package metadata.
-__version__ = "0.2.0"
-
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__ as __version__
 from .errors import (
     ImproperlyConfigured,
     MissingDependency,

@@ -20,8 +20,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from . import __version__
 from ._progress import ProgressLine
+from ._version import __version__
 from .cookies import split_pending
 from .errors import (
     DISTRIBUTION,

@@ -10,29 +10,65 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .expiry import encode_expiry, resolve_expires_at
 
 if TYPE_CHECKING:
     from _collections_abc import dict_items, dict_keys, dict_values
 
-    from .session import Session, SessionConfig
+    from .stores.base import Store
 
-__all__ = ["DjangoAsyncAPI"]
+__all__ = ["DjangoAsyncAPI", "LoadedSession", "SessionSettings"]
 
 _NOT_GIVEN: Any = object()
 
 
+class LoadedSession(Protocol):
+    """What the async API calls on a loaded session: public methods of ``Session``."""
+
+    accessed: bool
+
+    def __contains__(self, key: object, /) -> bool: ...
+    def __setitem__(self, key: str, value: Any, /) -> None: ...
+    def get(self, key: str, default: Any = None, /) -> Any: ...
+    def pop(self, key: str, default: Any = ..., /) -> Any: ...
+    def setdefault(self, key: str, default: Any = None, /) -> Any: ...
+    def update(self, other: Any = (), /, **kwargs: Any) -> None: ...
+    def increment(self, key: str, by: int = 1) -> int: ...
+    def keys(self) -> dict_keys[str, Any]: ...
+    def values(self) -> dict_values[str, Any]: ...
+    def items(self) -> dict_items[str, Any]: ...
+    def set_expiry(self, value: int | timedelta | datetime | None) -> None: ...
+    def get_expire_at_browser_close(self) -> bool: ...
+    async def save(self) -> None: ...
+
+
+class SessionSettings(Protocol):
+    """What the async API reads of the middleware's settings (``SessionConfig``)."""
+
+    @property
+    def store(self) -> Store: ...
+    @property
+    def default_age(self) -> int: ...
+
+
 class DjangoAsyncAPI:
-    """The ``a``-prefixed methods of Django's ``SessionBase``, for ``Session`` to inherit."""
+    """The ``a``-prefixed methods of Django's ``SessionBase``, for ``Session`` to inherit.
+
+    This module imports nothing of the session's: what the methods use of the class that
+    inherits them is declared below, and ``Session`` provides it.
+    """
 
     __slots__ = ()
 
-    if TYPE_CHECKING:  # what the methods below use of Session
-        _config: SessionConfig
+    if TYPE_CHECKING:  # what the inheriting class provides (Session does)
+        # Django's keyword arguments (aget_expiry_age(modification=, expiry=)) need the
+        # clock, max_age and the session's own end for a given save time: no public
+        # method gives those, and a new one would widen the public API for this alone.
+        _config: SessionSettings
 
-        async def load(self) -> Session: ...
+        async def load(self) -> LoadedSession: ...
         async def flush(self) -> None: ...
         async def cycle_key(self) -> None: ...
         def _would_expire_at(self, now: float) -> float: ...

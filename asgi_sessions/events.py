@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
-from .devices import decode_device
-
-if TYPE_CHECKING:
-    from .stores.base import Store, StoredSession
-
-__all__ = ["EventType", "SessionEvent", "SessionEvents"]
+__all__ = ["EventSource", "EventType", "SessionEvent", "SessionEvents"]
 
 logger = logging.getLogger("asgi_sessions")
 
@@ -43,6 +39,17 @@ _observing: ContextVar[bool] = ContextVar("asgi_sessions_observing", default=Fal
 _expired_reads: ContextVar[list[str | None] | None] = ContextVar(
     "asgi_sessions_expired_reads", default=None
 )
+
+
+@contextmanager
+def expired_reads() -> Iterator[list[str | None]]:
+    """The owners of records that reads in this block found expired (an observed load)."""
+    found: list[str | None] = []
+    token = _expired_reads.set(found)
+    try:
+        yield found
+    finally:
+        _expired_reads.reset(token)
 
 
 def read_found_expired(owner: str | None) -> None:
@@ -172,14 +179,25 @@ class SessionEvents:
             await listener(event)
 
 
-def store_kind(store: Store) -> str:
+class EventSource(Protocol):
+    """What an event reads of a store: its handlers and its clock (every ``Store`` is one).
+
+    A protocol, so that stores import this module and never the other way round; a
+    request's side of events, which loads through a store, is :mod:`asgi_sessions.observer`.
+    """
+
+    events: SessionEvents | None
+    clock: Callable[[], float]
+
+
+def store_kind(store: object) -> str:
     """``RedisStore`` -> ``"redis"``: the name events and metrics give a store."""
     name = type(store).__name__.lower()
     return name[:-5] if name.endswith("store") and len(name) > 5 else name
 
 
 async def store_event(
-    store: Store, kind: EventType, owner: str | None, public_id: str | None, count: int
+    store: EventSource, kind: EventType, owner: str | None, public_id: str | None, count: int
 ) -> None:
     """Fire an event of a store call made outside any session (revoke, clear_expired)."""
     events = store.events
@@ -194,7 +212,7 @@ def observed(method: Callable[..., Awaitable[int]], kind: EventType) -> Any:
     """Wrap a store's ``revoke`` / ``revoke_all`` so that what it ended fires ``revoked``."""
 
     @functools.wraps(method)
-    async def wrapper(self: Store, owner: str, *args: Any, **kw: Any) -> int:
+    async def wrapper(self: EventSource, owner: str, *args: Any, **kw: Any) -> int:
         if self.events is None or _observing.get():
             return await method(self, owner, *args, **kw)
         token = _observing.set(True)
@@ -208,91 +226,3 @@ def observed(method: Callable[..., Awaitable[int]], kind: EventType) -> Any:
         return count
 
     return wrapper
-
-
-class Observer:
-    """One request's link to the handlers: the scope, and the owner before a change."""
-
-    __slots__ = ("events", "owner_before", "scope")
-
-    def __init__(self, events: SessionEvents, scope: MutableMapping[str, Any] | None) -> None:
-        self.events = events
-        self.scope = scope
-        self.owner_before: str | None = None
-        """The owner when the request first changed it since its last write."""
-
-    async def load(self, store: Store, key: str) -> StoredSession | None:
-        """``store.load(key)``, firing ``expired`` if the store saw the record expired."""
-        found: list[str | None] = []
-        token = _expired_reads.set(found)
-        try:
-            record = await store.load(key)
-        finally:
-            _expired_reads.reset(token)
-        if record is None and found:
-            await self.fire(store, "expired", _public_id(store, key), found[-1])
-        return record
-
-    async def wrote(
-        self,
-        store: Store,
-        old_key: str | None,
-        new_key: str,
-        alive: bool,
-        owner: str | None,
-        owner_changed: bool,
-        device: str | None = None,
-    ) -> None:
-        """A write of the session returned: created, rotated, owner changed."""
-        if not alive:
-            return  # the merge left nothing, so the store deleted the record
-        if old_key is not None and new_key == old_key and not owner_changed:
-            return  # a plain merge: nothing to tell (and no id worth hashing)
-        public_id = _public_id(store, new_key)
-        user_agent, ip = decode_device(device)
-        if old_key is None:
-            await self.fire(store, "created", public_id, owner, user_agent=user_agent, ip=ip)
-        elif new_key != old_key and public_id is not None:
-            # (Not on the cookie store: each of its writes is a new value, and the old
-            # one stays valid until it expires, so nothing moved.)
-            previous = _public_id(store, old_key)
-            await self.fire(store, "rotated", public_id, owner, previous_public_id=previous)
-        if owner_changed and owner != self.owner_before:
-            await self.fire(
-                store,
-                "owner_changed",
-                public_id,
-                owner,
-                previous_owner=self.owner_before,
-                user_agent=user_agent,
-                ip=ip,
-            )
-
-    async def ended(
-        self, store: Store, kind: EventType, key: str | None, owner: str | None
-    ) -> None:
-        """The session the request held ended (``flushed``, ``expired``)."""
-        if key is not None:
-            await self.fire(store, kind, _public_id(store, key), owner)
-
-    async def fire(
-        self,
-        store: Store,
-        kind: EventType,
-        public_id: str | None,
-        owner: str | None,
-        **extra: Any,
-    ) -> None:
-        await self.events.emit(
-            SessionEvent(
-                kind, public_id, owner, store_kind(store), store.clock(), self.scope, **extra
-            )
-        )
-
-
-def _public_id(store: Store, key: str) -> str | None:
-    if store.keeps_data_in_cookie:
-        return None
-    from .stores.base import hash_key, public_id_for
-
-    return public_id_for(hash_key(key))

@@ -1,13 +1,33 @@
-"""Expiry: how a session's ``set_expiry()`` choice is kept, and when it ends.
+"""Expiry: how a session's ``set_expiry()`` choice is kept, and when a record ends.
 
-The choice (the *expiry setting*) is stored with the record as a short opaque string:
-``None`` (the middleware's ``max_age``), ``"s:<seconds>"`` (inactivity; ``"s:0"`` ends
-with the browser) or ``"a:<timestamp>"`` (a fixed moment).
+A leaf: it imports nothing of the package, so the session layer and every store can use
+it without either depending on the other.
+
+The choice (the *expiry setting*) is stored with the record as a short opaque string,
+this encoding and no other (:func:`encode_expiry` writes it):
+
+- ``None``: no choice; the middleware's ``max_age`` applies (``set_expiry(None)``);
+- ``"s:<n>"``: ``n`` whole seconds of inactivity, counted again from every save
+  (``set_expiry(n)``); ``"s:0"`` is the browser-session cookie, whose record the server
+  keeps as long as a default one;
+- ``"a:<t>"``: a fixed moment, ``t`` seconds since the epoch as Python's ``repr`` of a
+  float (``set_expiry(datetime)`` or ``set_expiry(timedelta)``, counted from the call).
 
 When a record ends is decided by the store at each write, from the setting *stored* at
 that moment unless the writing request changed it (a concurrent request's stale copy must
-never win): :func:`resolve_expires_at` is that rule, and the Redis Lua script and the SQL
-stores implement the same few lines.
+never win). :func:`resolve_expires_at` is that rule, and the only copy of it in Python:
+memory, SQLite and the cookie store call it (SQLite inside its ``BEGIN IMMEDIATE``
+transaction; its in-place renewal, ``_RENEW``, only touches a record whose setting is
+``None``). Two stores cannot call Python inside their atomic write, and mirror the rule:
+
+- Redis: the "When the record ends" block of ``stores/lua/write.lua`` (every write but
+  the short one) and of ``stores/lua/update.lua`` (keys set, nothing else); the caller
+  (``stores/redis.py``) sends the default already capped;
+- PostgreSQL: the SQL function ``{expires_at}`` (``<table>_expires_at``) in
+  ``stores/postgres_schema.sql``, which the save function ``{write}`` calls.
+
+``tests/stores/test_expiry_agreement.py`` writes a table of cases through every store and
+checks that each ends its record where :func:`resolve_expires_at` says.
 """
 
 from __future__ import annotations
@@ -75,8 +95,8 @@ def resolve_expires_at(
     """When a record written ``now`` ends.
 
     A fixed moment is kept; ``n`` seconds of inactivity end at ``now + n``; anything else
-    (no setting, or ``"s:0"``, whose record the server keeps as long as a default one)
-    ends at ``default_expires_at``. Never later than ``cap`` (creation + absolute_timeout).
+    (no setting, or ``"s:0"``) ends at ``default_expires_at``. Never later than ``cap``
+    (creation + absolute_timeout). Lua and SQL mirror it: see the module docstring.
     """
     if setting is not None and setting[0] == "a":
         ends = float(setting[2:])

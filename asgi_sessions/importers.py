@@ -43,14 +43,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
-from .cookies import cookie_values
+from .cookies import Signer, cookie_values
 from .errors import KeyCollision, MissingDependency, SessionStoreError
-from .stores.base import SessionWrite, StoredSession
+from .serializers import Serializer
+from .stores.base import SessionWrite, Store, StoredSession
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-
-    from .session import SessionConfig
 
 logger = logging.getLogger("asgi_sessions")
 
@@ -113,6 +112,27 @@ class Importer(Protocol):
     def delete_cookie(self) -> str:
         """The ``Set-Cookie`` value that removes the old cookie from the browser."""
         ...
+
+
+class ImportSettings(Protocol):
+    """What an import reads of the middleware's settings (``SessionConfig`` has it all).
+
+    The session calls :func:`import_session` with its config; this module never imports
+    the session, so the dependency runs one way.
+    """
+
+    @property
+    def store(self) -> Store: ...
+    @property
+    def signer(self) -> Signer: ...
+    @property
+    def serializer(self) -> Serializer: ...
+    @property
+    def importers(self) -> tuple[Importer, ...]: ...
+    @property
+    def default_age(self) -> int: ...
+    @property
+    def absolute_timeout(self) -> int | None: ...
 
 
 def _deleting(name: str, path: str, domain: str | None) -> str:
@@ -259,9 +279,9 @@ class FromStarsessions:
 
     @staticmethod
     async def _call(verb: str, pending: Any) -> Any:
-        from .stores.redis import _import_redis
+        from .stores.redis_io import import_redis  # only FromStarsessions needs redis
 
-        redis = _import_redis()
+        redis = import_redis()
         try:
             return await pending
         except (redis.exceptions.RedisError, OSError) as exc:
@@ -319,7 +339,7 @@ def is_derived(session_key: str) -> bool:
 
 
 async def import_session(
-    config: SessionConfig, headers: Iterable[tuple[bytes, bytes]]
+    config: ImportSettings, headers: Iterable[tuple[bytes, bytes]]
 ) -> Found | None:
     """Move the first valid old session the request carries into our store (at most once
     per old session); ``None`` if the request carries no old cookie to act on."""
@@ -349,7 +369,7 @@ async def import_session(
 
 
 async def _import_once(
-    config: SessionConfig, secret: bytes, token: str, imported: Imported | None, old: OldCookie
+    config: ImportSettings, secret: bytes, token: str, imported: Imported | None, old: OldCookie
 ) -> Found | None:
     """A server store: create K, mark the import, release the old data; or, imported
     before, reach K inside the window. Any store failure leaves the old data in place."""
@@ -397,7 +417,7 @@ async def _import_once(
 
 
 def _write(
-    config: SessionConfig, data: dict[str, str], ends: float, full: dict[str, Any] | None = None
+    config: ImportSettings, data: dict[str, str], ends: float, full: dict[str, Any] | None = None
 ) -> SessionWrite:
     now = config.store.clock()
     return SessionWrite(
@@ -413,7 +433,7 @@ def _write(
     )
 
 
-async def _mark(config: SessionConfig, marker: str, imported: Imported, k_ends: float) -> bool:
+async def _mark(config: ImportSettings, marker: str, imported: Imported, k_ends: float) -> bool:
     """Record that this old session was imported, for as long as its cookie would be
     accepted, and never less long than K itself lives untouched; ``False`` if it already
     was."""
@@ -425,7 +445,7 @@ async def _mark(config: SessionConfig, marker: str, imported: Imported, k_ends: 
     return True
 
 
-def _encoded(config: SessionConfig, imported: Imported) -> dict[str, str] | None:
+def _encoded(config: ImportSettings, imported: Imported) -> dict[str, str] | None:
     dumps = config.serializer.dumps
     try:
         return {name: dumps(value) for name, value in imported.data.items()}
@@ -435,7 +455,7 @@ def _encoded(config: SessionConfig, imported: Imported) -> dict[str, str] | None
 
 
 async def _create(
-    config: SessionConfig, key: str | None, imported: Imported
+    config: ImportSettings, key: str | None, imported: Imported
 ) -> tuple[str, StoredSession] | None:
     """Store the imported data under ``key`` (the cookie store: a key minted from it);
     ``None`` if ``key`` exists already."""

@@ -19,7 +19,9 @@ from .cookies import (
 )
 from .devices import RecordIP, check_record_ip
 from .errors import ImproperlyConfigured, SessionInterrupted, SessionStoreError, SessionTooLarge
-from .events import Observer, SessionEvents
+from .events import SessionEvents
+from .importers import Importer
+from .observer import Observer
 from .serializers import JSONSerializer, Serializer
 from .session import DEFAULT_MAX_AGE, Session, SessionConfig
 from .stores.base import Store
@@ -30,7 +32,6 @@ DEFAULT_RENEW_INTERVAL = 60
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-    from .importers import Importer
     from .telemetry import Telemetry
 
 __all__ = ["SessionMiddleware", "get_session"]
@@ -408,8 +409,6 @@ class SessionMiddleware:
 
 
 def _importers(import_from: Sequence[Importer]) -> tuple[Importer, ...]:
-    from .importers import Importer
-
     importers = tuple(import_from)
     for importer in importers:
         if not isinstance(importer, Importer):

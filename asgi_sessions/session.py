@@ -24,13 +24,14 @@ from .devices import RecordIP, request_device
 from .django_async import DjangoAsyncAPI
 from .errors import OutcomeUnknown, SessionInterrupted, SessionStoreError
 from .expiry import encode_expiry, ends_with_browser, renewal_interval, resolve_expires_at
+from .importers import Importer, OldCookie, import_session, is_derived
 from .serializers import JSONSerializer, Serializer
 from .stores.base import Merge, Saved, SessionWrite, Store, StoredSession, hash_key, public_id_for
 from .tracking import _IMMUTABLE, TrackedDict
 
 if TYPE_CHECKING:
-    from .events import Observer, SessionEvents
-    from .importers import Importer, OldCookie
+    from .events import SessionEvents
+    from .observer import Observer
     from .telemetry import Telemetry
 
 __all__ = ["DEFAULT_MAX_AGE", "Session", "SessionConfig"]
@@ -130,7 +131,7 @@ class Session(DjangoAsyncAPI, TrackedDict):
         self._loaded = False
         self.accessed = False
         self._modified = False
-        self._config = config
+        self._config: SessionConfig = config
         self._headers = headers
         self._client = client  # the ASGI scope's ("host", port), for record_ip
         self._loading: asyncio.Future[None] | object | None = None
@@ -235,8 +236,6 @@ class Session(DjangoAsyncAPI, TrackedDict):
 
     async def _import(self) -> None:
         """Take over the old library's session the request carries, if any."""
-        from .importers import import_session
-
         found = await import_session(self._config, self._headers)
         if found is not None:
             key, record, old = found
@@ -686,8 +685,6 @@ class Session(DjangoAsyncAPI, TrackedDict):
         serves one request only (a copy of the old cookie may have reached it)."""
         if not self._config.importers or self._rotated:
             return False
-        from .importers import is_derived
-
         key = self._key
         return key is not None and key == self._cookie_key and is_derived(key)
 

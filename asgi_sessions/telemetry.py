@@ -30,7 +30,7 @@ import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
+from ._version import __version__
 from .errors import MissingDependency
 from .events import SessionEvent, store_kind
 

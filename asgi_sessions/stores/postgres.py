@@ -1,10 +1,10 @@
 """PostgresStore: sessions in the PostgreSQL database the app already runs (asyncpg).
 
-Layout (``postgres_schema.sql``, chosen by measurement: ``bench/postgres_layout.md``): a
-``sessions`` row per session (a surrogate ``pk``, the SHA-256 of the key as ``id``) and a
-``sessions_data`` row per top-level key, keyed ``(pk, key)``. A save is one call of a
-PL/pgSQL function that locks the session row, merges the changed keys and decides
-emptiness: one statement, one round trip, atomic.
+Layout (``postgres_schema.sql``, chosen by measurement: ``bench/RESULTS.md``,
+"PostgresStore layout"): a ``sessions`` row per session (a surrogate ``pk``, the SHA-256
+of the key as ``id``) and a ``sessions_data`` row per top-level key, keyed ``(pk, key)``.
+A save is one call of a PL/pgSQL function that locks the session row, merges the changed
+keys and decides emptiness: one statement, one round trip, atomic.
 
 The schema (``postgres_schema.sql``) is created on first use, in one transaction under an
 advisory lock, and carries a version (``<table>_meta``); the README's PostgreSQL section

@@ -63,6 +63,7 @@ from .redis_layout import (
     random_tag,
     tag_of,
 )
+from .redis_stats import measure
 from .redis_url import open_url
 
 if TYPE_CHECKING:
@@ -79,11 +80,6 @@ _CREATE_ATTEMPTS = 5
 _SLOT_KEY_TTL = 60.0
 # A save of at most this many keys, with nothing else to do, takes update.lua.
 _SHORT_PATH_KEYS = 200
-
-
-def _import_redis() -> Any:
-    """The redis package (asgi_sessions.importers imports this name from here)."""
-    return import_redis()
 
 
 def _text(value: bytes | str) -> str:
@@ -528,9 +524,7 @@ class RedisStore(RedisCommands, Store):
         only those our clock calls dead that Redis has not dropped yet (usually none).
         Import markers are counted in ``markers``, not in ``sessions``.
         """
-        from .redis_stats import measure
-
-        return await measure(self)
+        return await measure(self.client, self.layout, self.clock(), self._call)
 
     async def aclose(self) -> None:
         if self._closed:

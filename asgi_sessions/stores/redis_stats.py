@@ -10,26 +10,30 @@ that have it get an ``HKEYS`` to see whether it is their only one.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from .base import IMPORT_MARKER_KEY, StoreStats
-from .redis_layout import DATA, EXPIRES, MOVED, OWNER
-
-if TYPE_CHECKING:
-    from .redis import RedisStore
+from .redis_layout import DATA, EXPIRES, MOVED, OWNER, Layout
 
 __all__ = ["measure"]
 
+Call = Callable[..., Awaitable[Any]]
+"""Runs one command as the store does (its connection gate; a failure becomes a
+``SessionStoreError`` saying what failed): ``RedisStore._call``."""
 
-async def measure(store: RedisStore) -> StoreStats:
+
+async def measure(client: Any, layout: Layout, now: float, call: Call) -> StoreStats:
     """Live and expired sessions, distinct owners, live import markers, and ``MEMORY USAGE``
-    of every key."""
-    client: Any = store.client
-    now = store.clock()
+    of every key under ``layout.prefix``, by the store's clock reading ``now``.
+
+    Takes the store's parts rather than the store, so that this module needs nothing of
+    :mod:`.redis` (which calls it).
+    """
     live = expired = markers = size = 0
     owners: set[str] = set()
-    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", store.prefix) + "*"
-    if store.cluster:
+    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", layout.prefix) + "*"
+    if layout.cluster:
         await client.initialize()
         targets = [{"target_nodes": node} for node in client.get_primaries()]
     else:
@@ -37,7 +41,7 @@ async def measure(store: RedisStore) -> StoreStats:
     for target in targets:
         cursor: Any = 0
         while True:
-            cursor, keys = await store._call(
+            cursor, keys = await call(
                 "counting sessions",
                 client.execute_command,
                 "SCAN", cursor, "MATCH", pattern, "COUNT", 1000,
@@ -46,13 +50,13 @@ async def measure(store: RedisStore) -> StoreStats:
             if isinstance(cursor, dict):  # a cluster answers {node: cursor}
                 (cursor,) = cursor.values()
             keys = [key.decode() if isinstance(key, bytes) else key for key in keys]
-            sessions = [key for key in keys if store.layout.kind(key) == "session"]
+            sessions = [key for key in keys if layout.kind(key) == "session"]
             pipe = client.pipeline(transaction=False)
             for key in sessions:
                 pipe.hmget(key, [EXPIRES, OWNER, MOVED, MARKER_FIELD])
             for key in keys:
                 pipe.memory_usage(key)
-            replies = await store._call("counting sessions", pipe.execute)
+            replies = await call("counting sessions", pipe.execute)
             candidates: list[tuple[str, Any]] = []
             for key, (expires, owner, moved, flag) in zip(
                 sessions, replies[: len(sessions)], strict=True
@@ -72,7 +76,7 @@ async def measure(store: RedisStore) -> StoreStats:
                 pipe = client.pipeline(transaction=False)
                 for key, _ in candidates:
                     pipe.hkeys(key)
-                fields = await store._call("counting sessions", pipe.execute)
+                fields = await call("counting sessions", pipe.execute)
                 for (_, owner), names in zip(candidates, fields, strict=True):
                     if _data_fields(names) == 1:
                         markers += 1
