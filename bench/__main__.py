@@ -54,7 +54,7 @@ def run_suite(module: ModuleType, ctx: Context, args: argparse.Namespace, comman
     log(f"== {command}")
     started = time.monotonic()
     try:
-        section: Section = module.run(ctx, args)
+        section: Section = module.run(ctx, ctx.resolve(args))
     except Unavailable as exc:
         section = skipped(module.TITLE, str(exc))
     except Exception as exc:  # one broken suite must not cost a full run the others' figures

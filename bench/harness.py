@@ -9,15 +9,17 @@ printing) happens here once.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import re
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .services import Services
 
@@ -33,12 +35,34 @@ def log(*args: Any) -> None:
     print(*args, file=sys.stderr, flush=True)
 
 
+T = TypeVar("T")
+
+
 @dataclass
 class Context:
     quick: bool
     services: Services
     tmpdir: Path
     out: Path  # where this run writes charts and results
+
+    def pick(self, given: T | None, full: T, quick: T) -> T:
+        """An option's value: as given, else the full or the quick run's default."""
+        return given if given is not None else (quick if self.quick else full)
+
+    def resolve(self, args: argparse.Namespace) -> argparse.Namespace:
+        """``args`` with each of the suite's :func:`sized` options given its value."""
+        for name, (full, quick, _) in getattr(args, "sizes", {}).items():
+            setattr(args, name, self.pick(getattr(args, name), full, quick))
+        return args
+
+
+def sized(parser: argparse.ArgumentParser, **sizes: tuple[Any, Any, str]) -> None:
+    """Options that size a run, ``name=(full, quick, what)``: ``--name``, by default
+    ``full`` (``quick`` in a quick run); the harness resolves them before the suite runs."""
+    for name, (full, quick, what) in sizes.items():
+        text = f"{what} ({full:,}; quick {quick:,})"
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(full), help=text)
+    parser.set_defaults(sizes={**(parser.get_default("sizes") or {}), **sizes})
 
 
 @dataclass
@@ -60,17 +84,19 @@ def skipped(title: str, reason: str) -> Section:
     return Section(title, [f"Skipped: {reason}."], {"skipped": reason})
 
 
+def table(head: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """A Markdown table; a column named ``"name:"`` is right-aligned (figures)."""
+    rule = "|".join("---:" if h.endswith(":") else "---" for h in head)
+    names = " | ".join(h.removesuffix(":") for h in head)
+    return [f"| {names} |", f"|{rule}|", *("| " + " | ".join(map(str, r)) + " |" for r in rows)]
+
+
+DISTRIBUTIONS = "starlette starsessions redis aiosqlite asyncpg uvicorn asgi-server-sessions"
+
+
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "cpus": str(os.cpu_count())}
-    for dist in (
-        "starlette",
-        "starsessions",
-        "redis",
-        "aiosqlite",
-        "asyncpg",
-        "uvicorn",
-        "asgi-server-sessions",
-    ):
+    for dist in DISTRIBUTIONS.split():
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:

@@ -6,13 +6,12 @@ scratch directory, how to tell that it answers, and the URL a client uses (``RED
 
     with start(REDIS) as server:                  # a private server on a free loopback port
         use(server.url)
-    with start(REDIS, host=ip, wrap=["ip", "netns", "exec", ns]):  # inside a namespace
-        ...
 
 ``Services`` (the harness's) hands a suite the URL of a shared server, started on first
 use and stopped when the run ends, or the one the spec's environment variable names.
 PostgreSQL refuses to run as root: a spec with a ``user`` runs as that user when we are
-root (as CI is), its scratch directory handed over to it.
+root (as CI is), its scratch directory handed over to it. ``uvicorn_server`` serves an
+app factory from a process of its own.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +60,6 @@ class Running:
     url: str
     host: str
     port: int
-    pid: int | None  # None: a server named by the environment, not ours
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -94,38 +92,27 @@ def wait_until(ready: Callable[[], bool], process: subprocess.Popen[bytes], what
 
 
 @contextmanager
-def start(
-    spec: ServiceSpec,
-    *,
-    host: str = "127.0.0.1",
-    port: int | None = None,
-    wrap: Sequence[str] = (),
-) -> Iterator[Running]:
-    """Run a private ``spec`` server on ``host``, its files in a temporary directory.
-
-    ``port`` defaults to a free one. ``wrap`` prefixes the command: ``ip netns exec NAME``
-    runs the server inside a namespace (where any port is free, the namespace being new).
-    """
+def start(spec: ServiceSpec, host: str = "127.0.0.1") -> Iterator[Running]:
+    """Run a private ``spec`` server on a free port of ``host``, its files in a temporary
+    directory."""
     binary = spec.locate(spec.binary)
     if binary is None:
         raise Unavailable(f"{spec.binary} not found ({spec.install}), and {spec.env_var} unset")
-    port = port or free_port()
+    port = free_port(host)
     with tempfile.TemporaryDirectory(prefix=f"bench-{spec.name}-") as directory:
         workdir = Path(directory)
         as_user = _as_user(spec.user, workdir)
         if spec.prepare is not None:
             spec.prepare(_runner(as_user, Path(binary).parent, workdir), workdir)
-        command = [*wrap, *as_user, binary, *spec.argv(host, port, workdir)]
+        command = [*as_user, binary, *spec.argv(host, port, workdir)]
         with open(workdir / "server.log", "wb") as log:
             process = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
         try:
             try:
-                wait_until(
-                    lambda: spec.answers(host, port), process, f"{spec.name} on {host}:{port}"
-                )
+                wait_until(lambda: spec.answers(host, port), process, f"{spec.name} on {port}")
             except RuntimeError as exc:
                 raise RuntimeError(f"{exc}: {_tail(workdir / 'server.log')}") from None
-            yield Running(spec.url(host, port), host, port, process.pid)
+            yield Running(spec.url(host, port), host, port)
         finally:
             stop_process(process, sig=spec.stop_signal)
 
@@ -206,26 +193,18 @@ def _redis_commands(url: str) -> Counter[str]:
     return Counter({name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()})
 
 
+def _redis_argv(host: str, port: int, workdir: Path) -> list[str]:
+    # No persistence; protected mode off: bound to loopback only.
+    options = f"--port {port} --bind {host} --dir {workdir} --appendonly no --protected-mode no"
+    return [*options.split(), "--save", ""]
+
+
 REDIS = ServiceSpec(
     name="redis",
     binary="redis-server",
     env_var="REDIS_URL",
     install="apt-get install -y redis-server",
-    argv=lambda host, port, workdir: [
-        "--port",
-        str(port),
-        "--bind",
-        host,
-        "--dir",
-        str(workdir),
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        # Bound to loopback, or to a namespace's link-local address only the bench reaches.
-        "--protected-mode",
-        "no",
-    ],
+    argv=_redis_argv,
     url=lambda host, port: f"redis://{host}:{port}/0",
     answers=lambda host, port: probe(host, port, b"PING\r\n", b"+PONG"),
     commands=_redis_commands,
@@ -236,33 +215,18 @@ REDIS = ServiceSpec(
 def uvicorn_server(
     factory: str, env: dict[str, str], *, host: str = "127.0.0.1"
 ) -> Iterator[tuple[str, int]]:
-    """Serve ``factory`` (``module:function``) with uvicorn on a free loopback port.
+    """Serve ``factory`` (``module:function``) with uvicorn on a free port of ``host`` (any
+    loopback address, 127.0.0.2 standing for another machine), from the checkout's root.
 
     Yields ``(base_url, server_pid)`` once the port accepts connections; stops the server
-    (SIGTERM, so lifespan shutdown runs) at the end. ``host`` may be any loopback address
-    (127.0.0.2, ...), to stand for another machine.
+    (SIGTERM, so lifespan shutdown runs) at the end.
     """
     port = free_port(host)
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        factory,
-        "--workers",
-        "1",
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--no-access-log",
-        # Keep-alive outlives a CPU-starved client's pause (uvicorn's default is 5 s), so a
-        # load generator on a busy machine does not meet connections closed under it.
-        "--timeout-keep-alive",
-        "120",
-        "--log-level",
-        "warning",
-    ]
+    # Keep-alive outlives a CPU-starved client's pause (uvicorn's default is 5 s), so a
+    # load generator on a busy machine does not meet connections closed under it.
+    options = f"--workers 1 --host {host} --port {port} --no-access-log --timeout-keep-alive 120"
+    command = [sys.executable, "-m", "uvicorn", "--factory", factory, *options.split()]
+    command += ["--log-level", "warning"]
     root = Path(__file__).resolve().parent.parent
     server = subprocess.Popen(command, env={**os.environ, **env}, cwd=root)
     try:

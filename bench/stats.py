@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from math import inf, nan
 from typing import Any
 
+from .harness import table
+
 Round = Callable[[], Awaitable[float]]
 """One round of one side: runs it and returns that round's figure."""
 
@@ -29,47 +31,52 @@ async def interleave(sides: Mapping[str, Round], rounds: int) -> dict[str, list[
     return samples
 
 
-def per_op(op: Callable[[], Awaitable[Any]], n: int) -> Round:
-    """A round that runs ``op`` ``n`` times and returns the mean seconds per call."""
-
-    async def one_round() -> float:
-        started = time.perf_counter()
-        for _ in range(n):
-            await op()
-        return (time.perf_counter() - started) / n
-
-    return one_round
-
-
-def wall_and_cpu(op: Callable[[], Awaitable[Any]], n: int, cpu: list[float]) -> Round:
-    """A round: mean wall seconds per call (returned) and CPU seconds (appended to ``cpu``).
-
-    CPU time is this process's alone: on a busy machine the steadier figure, and in Python
-    the client, not the server, is where a store call spends much of its time.
-    """
-
-    async def one_round() -> float:
-        started, cpu_started = time.perf_counter(), time.process_time()
-        for _ in range(n):
-            await op()
-        cpu.append((time.process_time() - cpu_started) / n)
-        return (time.perf_counter() - started) / n
-
-    return one_round
-
-
 async def time_ops(
     ops: Mapping[str, Callable[[], Awaitable[Any]]], rounds: int, n: int
 ) -> dict[str, tuple[float, float]]:
     """(wall, CPU) seconds per call of each op: medians over ``rounds`` interleaved rounds
-    of ``n`` calls, after one uncounted round (connections, scripts, prepared statements)."""
+    of ``n`` calls, after one uncounted round (connections, scripts, prepared statements).
+
+    CPU time is this process's alone: on a busy machine the steadier figure, and in Python
+    the client, not the server, is where a store call spends much of its time.
+    """
     cpu: dict[str, list[float]] = {name: [] for name in ops}
-    sides = {name: wall_and_cpu(op, n, cpu[name]) for name, op in ops.items()}
+
+    def side(name: str, op: Callable[[], Awaitable[Any]]) -> Round:
+        async def one_round() -> float:
+            started, cpu_started = time.perf_counter(), time.process_time()
+            for _ in range(n):
+                await op()
+            cpu[name].append((time.process_time() - cpu_started) / n)
+            return (time.perf_counter() - started) / n
+
+        return one_round
+
+    sides = {name: side(name, op) for name, op in ops.items()}
     await interleave(sides, 1)
     for samples in cpu.values():
         samples.clear()
     wall = await interleave(sides, rounds)
     return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in ops}
+
+
+def ops_table(m: Mapping[str, tuple[float, float]], what: str = "operation") -> list[str]:
+    """Markdown of :func:`time_ops`' figures: wall and CPU µs per call."""
+    rows = ([name, f"{wall * 1e6:,.1f}", f"{cpu * 1e6:,.1f}"] for name, (wall, cpu) in m.items())
+    return table([what, "wall us:", "CPU us:"], rows)
+
+
+def goals_table(
+    m: Mapping[str, tuple[float, float]], goals: Sequence[tuple[str, str, str, float]]
+) -> list[str]:
+    """Ratios of :func:`time_ops`' figures on both clocks, each goal ``(label, ours, against,
+    at most)`` judged on wall time."""
+    rows = []
+    for label, ours, against, goal in goals:
+        wall, cpu = (m[ours][i] / m[against][i] for i in (0, 1))
+        verdict = "PASS" if wall <= goal else "**MISS**"
+        rows.append([label, f"{wall:.2f}x", f"{cpu:.2f}x", f"≤ {goal}x wall: {verdict}"])
+    return table(["ratio", "wall:", "CPU:", "goal"], rows)
 
 
 def spread(values: Sequence[float]) -> tuple[float, float, float]:
@@ -274,14 +281,10 @@ def verdict(met: Sequence[bool], basis: str) -> str:
 
 def ratio_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Markdown for :func:`ratio_rows`' rows: one ratio per case, with its goal and verdict."""
-    lines = [
-        "| case | configuration | against | ratio [p10-p90] | goal | verdict |",
-        "|---|---|---|---:|---|---|",
-    ]
+    cells = []
     for r in rows:
         verdict = f"**{r['verdict']}**" if r["verdict"] == "MISS" else r["verdict"]
-        lines.append(
-            f"| {r['case']} | `{r['config']}` | `{r['floor']}` | {r['ratio']:.2f}x "
-            f"[{r['p10']:.2f}-{r['p90']:.2f}] | {r['goal']} | {verdict} |"
-        )
-    return lines
+        ratio = f"{r['ratio']:.2f}x [{r['p10']:.2f}-{r['p90']:.2f}]"
+        cells.append([r["case"], f"`{r['config']}`", f"`{r['floor']}`", ratio, r["goal"], verdict])
+    head = ["case", "configuration", "against", "ratio [p10-p90]:", "goal", "verdict"]
+    return table(head, cells)

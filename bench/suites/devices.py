@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import time
+import itertools
 from typing import Any
 
 from starlette.applications import Starlette
@@ -24,9 +24,9 @@ from starlette.routing import Route
 
 from asgi_sessions import MemoryStore, SessionMiddleware, SQLiteStore
 
-from ..apps import SECRET
+from ..apps import SECRET, Clock, counting, seed
 from ..asgi import call
-from ..harness import Context, Section
+from ..harness import Context, Section, sized, table
 from ..stats import time_ops
 
 TITLE = "Your devices: read-only requests of signed-in sessions"
@@ -34,128 +34,76 @@ GAP, HOUR = 5.0, 3600.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rounds", type=int, help="interleaved rounds (15; quick 3)")
-    parser.add_argument("--requests", type=int, help="requests per round (300; quick 30)")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def counting(store: Any) -> Any:
-    """Count the writes that reach ``store`` (creates, saves, renewals, rotations)."""
-    store.writes = 0
-    write, move = store.write, store.move
-
-    async def counted_write(*args: Any) -> Any:
-        store.writes += 1
-        return await write(*args)
-
-    async def counted_move(*args: Any) -> Any:
-        store.writes += 1
-        return await move(*args)
-
-    store.write, store.move = counted_write, counted_move
-    return store
+    sized(parser, rounds=(15, 3, "interleaved rounds"), requests=(300, 30, "requests per round"))
 
 
 def app(store: Any, rolling: bool) -> Starlette:
-    async def seed(request: Request) -> PlainTextResponse:
+    async def sign_in(request: Request) -> PlainTextResponse:
         session = await request.state.session
-        session["user"] = "alice"
-        session["cart"] = ["book", "pen"]
-        if request.query_params.get("sign_in"):
+        session.update({"user": "alice", "cart": ["book", "pen"]})
+        if request.query_params.get("owner"):
             session.owner = "alice"
         return PlainTextResponse("seeded")
 
     async def read(request: Request) -> PlainTextResponse:
-        session = await request.state.session
-        return PlainTextResponse(session["user"])
+        return PlainTextResponse((await request.state.session)["user"])
 
-    middleware = Middleware(
-        SessionMiddleware, secret_key=SECRET, store=store, save_every_request=rolling
-    )
-    routes = [Route("/seed", seed), Route("/read", read)]
-    return Starlette(routes=routes, middleware=[middleware])
+    mw = Middleware(SessionMiddleware, secret_key=SECRET, store=store, save_every_request=rolling)
+    return Starlette(routes=[Route("/seed", sign_in), Route("/read", read)], middleware=[mw])
 
 
 async def measure(ctx: Context, rounds: int, requests: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    ops: dict[str, Any] = {}
-    stores: list[Any] = []
-    for kind in ("memory", "sqlite"):
-        for rolling in (False, True):
-            for signed_in in (False, True):
-                clock = Clock()
-                if kind == "memory":
-                    store: Any = MemoryStore(clock=clock)
-                else:
-                    name = f"devices-{int(rolling)}{int(signed_in)}.sqlite3"
-                    store = SQLiteStore(ctx.tmpdir / name, clock=clock)
-                stores.append(counting(store))
-                built = app(store, rolling)
-                query = b"sign_in=1" if signed_in else b""
-                cookie = (await call(built, "/seed", query_string=query)).set_cookie()
-                name = (
-                    f"{kind}, {'rolling' if rolling else 'no rolling'}, "
-                    f"{'signed in' if signed_in else 'anonymous'}"
-                )
-                listed = await store.list_sessions("alice")
-                device = listed[0].user_agent if listed else None
-                before = store.writes
-                for _ in range(int(HOUR / GAP)):
-                    clock.now += GAP
-                    reply = await call(built, "/read", cookie)
-                    if reply.status != 200:
-                        raise RuntimeError(f"{name}: a read answered {reply.status}")
-                    cookie = reply.set_cookie() or cookie
-                results[name] = {
-                    "writes_per_hour": store.writes - before,
-                    "device": device,
-                }
-
-                async def one(built: Any = built, cookie: Any = cookie) -> None:
-                    await call(built, "/read", cookie)
-
-                ops[name] = one
-    timings = await time_ops(ops, rounds, requests)
-    for name, (wall, cpu) in timings.items():
-        results[name]["wall_us"] = wall * 1e6
-        results[name]["cpu_us"] = cpu * 1e6
+    ops, stores = {}, []
+    for kind, rolling, signed_in in itertools.product(
+        ("memory", "sqlite"), (False, True), (False, True)
+    ):
+        clock = Clock()
+        path = ctx.tmpdir / f"devices-{int(rolling)}{int(signed_in)}.sqlite3"
+        store = MemoryStore(clock=clock) if kind == "memory" else SQLiteStore(path, clock=clock)
+        stores.append(counting(store))
+        built = app(store, rolling)
+        cookie = await seed(built, query_string=b"owner=1" if signed_in else b"")
+        name = f"{kind}, {'rolling' if rolling else 'no rolling'}, "
+        name += "signed in" if signed_in else "anonymous"
+        listed = await store.list_sessions("alice")
+        before = store.writes
+        for _ in range(int(HOUR / GAP)):
+            clock.now += GAP
+            reply = await call(built, "/read", cookie)
+            if reply.status != 200:
+                raise RuntimeError(f"{name}: a read answered {reply.status}")
+            cookie = reply.set_cookie() or cookie
+        results[name] = {"writes_per_hour": store.writes - before}
+        results[name]["device"] = listed[0].user_agent if listed else None
+        ops[name] = lambda built=built, cookie=cookie: call(built, "/read", cookie)
+    for name, (wall, cpu) in (await time_ops(ops, rounds, requests)).items():
+        results[name] |= {"wall_us": wall * 1e6, "cpu_us": cpu * 1e6}
     for store in stores:
         await store.aclose()
     return results
 
 
 def run(ctx: Context, args: argparse.Namespace) -> Section:
-    rounds = args.rounds or (3 if ctx.quick else 15)
-    requests = args.requests or (30 if ctx.quick else 300)
+    rounds, requests = args.rounds, args.requests
     results = asyncio.run(measure(ctx, rounds, requests))
+    rows = []
+    for name, cell in results.items():
+        anonymous = results[name.replace("signed in", "anonymous")]
+        ratio = cell["cpu_us"] / anonymous["cpu_us"] - 1
+        rows.append([name, cell["writes_per_hour"], f"{cell['cpu_us']:.1f}", f"{ratio:+.1%}"])
+        rows[-1].append(f"{cell['wall_us']:.1f}")
+    head = ["store, expiry, session", "writes per hour:", "CPU µs:", "vs anonymous:", "wall µs:"]
     lines = [
         f"One session read every {GAP:g} s for a simulated hour (store writes, exact), and "
         f"µs per read-only request (median of {rounds} interleaved rounds of {requests}; "
         "CPU is the process's). Signed in: `session.owner` set, device recorded at "
         "sign-in. Rolling: `save_every_request=True`, `renew_interval` 60 s.",
         "",
-        "| store, expiry, session | writes per hour | CPU µs | vs anonymous | wall µs |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for name, cell in results.items():
-        anonymous = results[name.replace("signed in", "anonymous")]
-        ratio = cell["cpu_us"] / anonymous["cpu_us"] - 1
-        lines.append(
-            f"| {name} | {cell['writes_per_hour']} | {cell['cpu_us']:.1f} | "
-            f"{ratio:+.1%} | {cell['wall_us']:.1f} |"
-        )
-    lines += [
+        *table(head, rows),
         "",
         "Without rolling expiry a read writes nothing, signed in or not; with it, the "
         "renewal that happens anyway (at most once per `renew_interval`) is what moves "
         "last seen: no write is added for devices.",
     ]
-    data = {"rounds": rounds, "requests": requests, "results": results}
-    return Section(TITLE, lines, data)
+    return Section(TITLE, lines, {"rounds": rounds, "requests": requests, "results": results})

@@ -20,9 +20,9 @@ from starlette.routing import Route
 
 from asgi_sessions import MemoryStore, SessionMiddleware
 
-from ..apps import SECRET
-from ..asgi import call, timed
-from ..harness import Context, Section
+from ..apps import SECRET, seed
+from ..asgi import median_round
+from ..harness import Context, Section, sized, table
 from ..stats import interleave, spread
 
 TITLE = "Nested-change detection: the cost on read-only requests"
@@ -30,12 +30,11 @@ SIZES = (1_000, 10_000, 100_000)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rounds", type=int, help="interleaved rounds (15; quick 3)")
-    parser.add_argument("--requests", type=int, help="requests per round (200; quick 30)")
+    sized(parser, rounds=(15, 3, "interleaved rounds"), requests=(200, 30, "requests per round"))
 
 
 def app(detect: bool, size: int) -> Starlette:
-    async def seed(request: Request) -> PlainTextResponse:
+    async def fill(request: Request) -> PlainTextResponse:
         session = await request.state.session
         # A list of short strings about ``size`` bytes of JSON: a cart, flash messages.
         session["cart"] = [f"item-{n:06d}" for n in range(size // 14)]
@@ -43,18 +42,15 @@ def app(detect: bool, size: int) -> Starlette:
         return PlainTextResponse("seeded")
 
     async def read_list(request: Request) -> PlainTextResponse:
-        session = await request.state.session
-        return PlainTextResponse(str(len(session["cart"])))
+        return PlainTextResponse(str(len((await request.state.session)["cart"])))
 
     async def read_string(request: Request) -> PlainTextResponse:
-        session = await request.state.session
-        return PlainTextResponse(session["user"])
+        return PlainTextResponse((await request.state.session)["user"])
 
-    routes = [Route("/seed", seed), Route("/list", read_list), Route("/string", read_string)]
-    middleware = Middleware(
-        SessionMiddleware, secret_key=SECRET, store=MemoryStore(), detect_nested_changes=detect
-    )
-    return Starlette(routes=routes, middleware=[middleware])
+    routes = [Route("/seed", fill), Route("/list", read_list), Route("/string", read_string)]
+    store = MemoryStore()
+    mw = Middleware(SessionMiddleware, secret_key=SECRET, store=store, detect_nested_changes=detect)
+    return Starlette(routes=routes, middleware=[mw])
 
 
 async def measure(rounds: int, requests: int) -> dict[str, list[float]]:
@@ -62,54 +58,27 @@ async def measure(rounds: int, requests: int) -> dict[str, list[float]]:
     for size in SIZES:
         for detect in (True, False):
             built = app(detect, size)
-            cookie = (await call(built, "/seed")).set_cookie()
-            for path in ("/list", "/string") if size == SIZES[0] else ("/list",):
-
-                async def one_round(
-                    built: Any = built, path: str = path, cookie: Any = cookie
-                ) -> float:
-                    times = await timed(built, path, cookie, requests)
-                    return statistics.median(times)
-
-                sides[f"{path[1:]} {size // 1000} KB, detect={'on' if detect else 'off'}"] = (
-                    one_round
-                )
+            cookie = await seed(built)
+            for what in ("list", "string") if size == SIZES[0] else ("list",):
+                name = f"{what} {size // 1000} KB, detect={'on' if detect else 'off'}"
+                sides[name] = median_round(built, f"/{what}", cookie, requests)
     return await interleave(sides, rounds)
 
 
-def _round(built: Any, path: str, cookie: Any, requests: int) -> Any:
-    async def one_round() -> float:
-        return statistics.median(await timed(built, path, cookie, requests))
-
-    return one_round
-
-
 def run(ctx: Context, args: argparse.Namespace) -> Section:
-    rounds = args.rounds or (3 if ctx.quick else 15)
-    requests = args.requests or (30 if ctx.quick else 200)
+    rounds, requests = args.rounds, args.requests
     results = asyncio.run(measure(rounds, requests))
+    rows = []
+    cases = [(f"a list of {s // 1000} KB", f"list {s // 1000} KB") for s in SIZES]
+    for label, what in [*cases, ("a string", "string 1 KB")]:
+        on, off = results[f"{what}, detect=on"], results[f"{what}, detect=off"]
+        cost = statistics.median(on) - statistics.median(off)
+        rows.append([label, *("{:.1f} [{:.1f}-{:.1f}]".format(*spread(v)) for v in (on, off))])
+        rows[-1].append(f"+{cost:.1f} µs")
     lines = [
         f"µs per read-only request (median of {rounds} interleaved rounds of {requests}; "
         "p10-p90 of the round medians). Nothing is written in any of them.",
         "",
-        "| the view reads | detect on | detect off | cost of detection |",
-        "|---|---:|---:|---:|",
+        *table(["the view reads", "detect on:", "detect off:", "cost of detection:"], rows),
     ]
-    for size in SIZES:
-        on = results[f"list {size // 1000} KB, detect=on"]
-        off = results[f"list {size // 1000} KB, detect=off"]
-        lines.append(
-            f"| a list of {size // 1000} KB | {_cell(on)} | {_cell(off)} | "
-            f"+{statistics.median(on) - statistics.median(off):.1f} µs |"
-        )
-    on, off = results["string 1 KB, detect=on"], results["string 1 KB, detect=off"]
-    lines.append(
-        f"| a string | {_cell(on)} | {_cell(off)} | "
-        f"+{statistics.median(on) - statistics.median(off):.1f} µs |"
-    )
     return Section(TITLE, lines, {"rounds": rounds, "requests": requests, "results": results})
-
-
-def _cell(values: list[float]) -> str:
-    median, low, high = spread(values)
-    return f"{median:.1f} [{low:.1f}-{high:.1f}]"

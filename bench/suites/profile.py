@@ -9,7 +9,7 @@ import asyncio
 
 from ..apps import Env, build, config
 from ..asgi import timed
-from ..harness import Context, Section
+from ..harness import Context, Section, sized
 from ..pg import POSTGRES
 from ..services import REDIS
 
@@ -19,7 +19,7 @@ TITLE = "Profile of one cell"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="a configuration name, e.g. ours-memory")
     parser.add_argument("endpoint", choices=("untouched", "read", "write"))
-    parser.add_argument("--requests", type=int, help="profiled requests (20000; quick 500)")
+    sized(parser, requests=(20_000, 500, "profiled requests"))
     parser.add_argument("--html", help="also write pyinstrument's HTML report here")
 
 
@@ -42,7 +42,7 @@ async def profile(args: argparse.Namespace, env: Env, requests: int) -> str:
 
 
 def run(ctx: Context, args: argparse.Namespace) -> Section:
-    requests = args.requests or (500 if ctx.quick else 20_000)
+    requests = args.requests
     chosen = config(args.config)
     env = Env(
         redis_url=ctx.services.url(REDIS) if chosen.needs_redis else "",

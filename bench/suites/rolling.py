@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import time
 from typing import Any
 
 from starlette.middleware import Middleware
@@ -19,118 +18,73 @@ from starlette.middleware import Middleware
 from asgi_sessions import MemoryStore, SessionMiddleware
 from asgi_sessions.middleware import DEFAULT_RENEW_INTERVAL
 
-from ..apps import SECRET, session_app, session_data
+from ..apps import MAX_AGE, SECRET, Clock, counting, seed, session_app, session_data
 from ..asgi import call
-from ..harness import Context, Section
+from ..harness import Context, Section, sized, table
 
 TITLE = "Rolling expiry: store writes per request"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sessions", type=int, help="sessions (200; quick 20)")
+    sized(parser, sessions=(200, 20, "sessions"))
     parser.add_argument("--minutes", type=float, default=30.0, help="simulated minutes (30)")
     parser.add_argument("--gap", type=float, default=5.0, help="seconds between requests")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class CountingStore(MemoryStore):
-    """A MemoryStore that counts what reaches it: every create, save and rotation."""
-
-    def __init__(self, clock: Clock) -> None:
-        super().__init__(clock=clock, max_entries=1_000_000)
-        self.writes = 0
-
-    async def write(self, store_id: str, change: Any) -> Any:
-        self.writes += 1
-        return await super().write(store_id, change)
-
-
-async def ours(sessions: int, minutes: float, gap: float, **options: Any) -> dict[str, Any]:
+async def measure(
+    variant: str, sessions: int, minutes: float, gap: float, **options: Any
+) -> dict[str, int]:
     clock = Clock()
-    store = CountingStore(clock)
-    middleware = Middleware(
-        SessionMiddleware, secret_key=SECRET, store=store, save_every_request=True, **options
-    )
-    app = session_app("ours", [middleware], session_data())
-    return await drive(app, store, clock, sessions, minutes, gap)
+    if variant == "starsessions":
+        from starsessions import SessionMiddleware as Starsessions
+        from starsessions.stores.memory import InMemoryStore
 
-
-async def starsessions(sessions: int, minutes: float, gap: float) -> dict[str, Any]:
-    from starsessions import SessionMiddleware as StarsessionsMiddleware
-    from starsessions.stores.memory import InMemoryStore
-
-    class Counting(InMemoryStore):
-        writes = 0
-
-        async def write(self, *args: Any, **kwargs: Any) -> str:
-            Counting.writes += 1
-            return await super().write(*args, **kwargs)  # type: ignore[no-any-return]
-
-    store = Counting()
-    middleware = Middleware(
-        StarsessionsMiddleware, store=store, rolling=True, lifetime=14 * 24 * 3600,
-        cookie_https_only=False,
-    )  # fmt: skip
-    app = session_app("starsessions", [middleware], session_data())
-    result = await drive(app, store, Clock(), sessions, minutes, gap)
-    result["writes"] = Counting.writes - result["seed_writes"]
-    return result
-
-
-async def drive(
-    app: Any, store: Any, clock: Clock, sessions: int, minutes: float, gap: float
-) -> dict[str, Any]:
-    cookies = []
-    for _ in range(sessions):
-        reply = await call(app, "/seed")
-        cookies.append(reply.set_cookie())
-    seed_writes = getattr(store, "writes", 0)
-    requests = 0
-    steps = int(minutes * 60 / gap)
+        store = counting(InMemoryStore())
+        mw = Middleware(
+            Starsessions, store=store, rolling=True, lifetime=MAX_AGE, cookie_https_only=False
+        )
+    else:
+        store = counting(MemoryStore(clock=clock, max_entries=1_000_000))
+        mw = Middleware(
+            SessionMiddleware, secret_key=SECRET, store=store, save_every_request=True, **options
+        )
+    app = session_app(variant, [mw], session_data())
+    cookies = [await seed(app) for _ in range(sessions)]
+    seeded, steps = store.writes, int(minutes * 60 / gap)
     for _ in range(steps):
         clock.now += gap
         for cookie in cookies:
-            reply = await call(app, "/read", cookie)
-            if reply.status != 200:
+            if (reply := await call(app, "/read", cookie)).status != 200:
                 raise RuntimeError(f"a rolling read answered {reply.status}")
-            requests += 1
-    writes = getattr(store, "writes", 0) - seed_writes
-    return {"requests": requests, "writes": writes, "seed_writes": seed_writes}
+    return {"requests": steps * sessions, "writes": store.writes - seeded}
 
 
 def run(ctx: Context, args: argparse.Namespace) -> Section:
-    sessions = args.sessions or (20 if ctx.quick else 200)
-    minutes, gap = args.minutes, args.gap
+    sessions, minutes, gap = args.sessions, args.minutes, args.gap
+    interval = DEFAULT_RENEW_INTERVAL
     cells = {
-        f"ours, renew_interval={DEFAULT_RENEW_INTERVAL:g} s (default)": asyncio.run(
-            ours(sessions, minutes, gap)
+        f"ours, renew_interval={interval:g} s (default)": asyncio.run(
+            measure("ours", sessions, minutes, gap)
         ),
-        "ours, renew_interval=0": asyncio.run(ours(sessions, minutes, gap, renew_interval=0)),
-        "starsessions, rolling=True": asyncio.run(starsessions(sessions, minutes, gap)),
+        "ours, renew_interval=0": asyncio.run(
+            measure("ours", sessions, minutes, gap, renew_interval=0)
+        ),
+        "starsessions, rolling=True": asyncio.run(measure("starsessions", sessions, minutes, gap)),
     }
-    intervals = minutes * 60 / DEFAULT_RENEW_INTERVAL
+    rows = [
+        [name, f"{c['requests']:,}", f"{c['writes']:,}", f"{c['writes'] / c['requests']:.3f}"]
+        for name, c in cells.items()
+    ]
+    for row, c in zip(rows, cells.values(), strict=True):
+        row.append(f"{c['writes'] / sessions / (minutes * 60 / interval):.2f}")
+    head = ["configuration", "requests:", "store writes:", "writes per request:"]
     lines = [
         f"{sessions} sessions, each reading every {gap:g} s of a simulated clock for "
         f"{minutes:g} minutes (`save_every_request=True`; starsessions `rolling=True`). "
-        f"Goal (issue 16): at most 1 write per session per {DEFAULT_RENEW_INTERVAL:g} s "
+        f"Goal (issue 16): at most 1 write per session per {interval:g} s "
         "interval with the default setting.",
         "",
-        "| configuration | requests | store writes | writes per request "
-        f"| writes per session per {DEFAULT_RENEW_INTERVAL:g} s |",
-        "|---|---:|---:|---:|---:|",
+        *table([*head, f"writes per session per {interval:g} s:"], rows),
     ]
-    for name, cell in cells.items():
-        per_interval = cell["writes"] / sessions / intervals
-        lines.append(
-            f"| {name} | {cell['requests']:,} | {cell['writes']:,} | "
-            f"{cell['writes'] / cell['requests']:.3f} | {per_interval:.2f} |"
-        )
     data = {"sessions": sessions, "minutes": minutes, "gap": gap, "results": cells}
     return Section(TITLE, lines, data, readme=lines)
