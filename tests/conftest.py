@@ -1,8 +1,10 @@
-"""Fixtures shared by every test: the store matrix, a controllable clock, an HTTP client.
+"""Fixtures shared by the groups: the store matrix, a controllable clock, the servers.
 
 ``store`` runs a test once per server-side store (memory, SQLite, Redis on one server,
 on a Redis Cluster and behind Sentinel, PostgreSQL); ``any_store`` adds the cookie store
-for tests that work at the HTTP level.
+for tests that work at the HTTP level. The servers (Redis, a Redis Cluster, Sentinel,
+PostgreSQL) start once per run, when a test first asks for one. What one group alone
+needs is in that group's ``conftest.py``.
 """
 
 from __future__ import annotations
@@ -17,20 +19,10 @@ from tests.clock import FakeClock
 
 pytest_plugins = ["tests.redis_server", "tests.redis_cluster", "tests.postgres_server"]
 
-PACKAGE = Path(__file__).resolve().parent.parent / "asgi_sessions"
-
-
-def _available(kind: str) -> bool:
-    # A backend joins the matrix as soon as its module exists.
-    module = kind.partition("-")[0]
-    return kind == "memory" or (PACKAGE / "stores" / f"{module}.py").exists()
-
-
 REDIS_STORES = ("redis", "redis-cluster", "redis-sentinel")
-SERVER_STORES = [
-    kind for kind in ("memory", "sqlite", *REDIS_STORES, "postgres") if _available(kind)
-]
-ANY_STORES = [*SERVER_STORES, *(["cookie"] if _available("cookie") else [])]
+# Every store, always: a backend missing here would drop its tests without a failure.
+SERVER_STORES = ["memory", "sqlite", *REDIS_STORES, "postgres"]
+ANY_STORES = [*SERVER_STORES, "cookie"]
 
 
 @pytest.fixture
@@ -38,7 +30,8 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-async def _make_store(kind: str, request: pytest.FixtureRequest, clock: FakeClock) -> Store:
+async def make_store(kind: str, request: pytest.FixtureRequest, clock: FakeClock) -> Store:
+    """A new store of this kind (a name of ``ANY_STORES``) on the test's servers."""
     if kind == "memory":
         return MemoryStore(clock=clock)
     if kind == "sqlite":
@@ -67,19 +60,12 @@ async def _make_store(kind: str, request: pytest.FixtureRequest, clock: FakeCloc
 @pytest.fixture(params=SERVER_STORES)
 async def store(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Store]:
     """Each server-side store in turn, opened fresh and closed after the test."""
-    async with await _make_store(request.param, request, clock) as opened:
+    async with await make_store(request.param, request, clock) as opened:
         yield opened
 
 
 @pytest.fixture(params=ANY_STORES)
 async def any_store(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Store]:
     """Every store, the cookie store included."""
-    async with await _make_store(request.param, request, clock) as opened:
-        yield opened
-
-
-@pytest.fixture(params=[kind for kind in REDIS_STORES if _available(kind)])
-async def redis_store(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Store]:
-    """RedisStore on each topology: one server, a Redis Cluster, behind Sentinel."""
-    async with await _make_store(request.param, request, clock) as opened:
+    async with await make_store(request.param, request, clock) as opened:
         yield opened

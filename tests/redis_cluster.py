@@ -17,17 +17,20 @@ where that is a failure (the same rule as ``tests/redis_server.py``).
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
+from redis.crc import key_slot
 
 from tests.unavailable import unavailable
 
@@ -141,6 +144,17 @@ class Server:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def frozen(server: Server) -> Iterator[None]:
+    """The server stops (SIGSTOP), as a replica stuck on a slow disk or cut off would."""
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
 
 
 def _data_node_args(port: int, *extra: str) -> tuple[str, ...]:
@@ -332,6 +346,13 @@ class RedisClusterSet:
         """Start a killed node again; it rejoins (as a replica of whoever took over)."""
         self.server(port).start()
         self.wait_healthy()
+
+
+def cluster_replica(cluster: RedisClusterSet, name: str) -> Server:
+    """The replica of the master that serves the key ``name``."""
+    master = cluster.master_for_slot(key_slot(name.encode()))
+    replica = next(node for node in cluster.nodes() if node.master_id == master.node_id)
+    return cluster.server(replica.port)
 
 
 def _in_sync(port: int) -> bool:

@@ -1,5 +1,6 @@
 """Small helpers for tests: an app around one handler, an HTTP client, a store spy, the
-changes a store is asked to save."""
+changes a store is asked to save, an app switching from Starlette's sessions, the Python
+blocks of the README."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import re
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware as StarletteSessionMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -21,6 +24,8 @@ from asgi_sessions import Session, SessionMiddleware, Store
 from asgi_sessions.stores.base import SessionWrite
 
 SECRET = "test-secret-key-that-is-long-enough-000"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 
 Handler = Callable[[Session, Request], Awaitable[Any]]
 
@@ -190,3 +195,78 @@ async def run_websocket(app: Any, path: str, cookie: str) -> list[dict[str, Any]
 
     await app(scope, receive, send)
     return [{k: v for k, v in m.items() if k in ("type", "text")} for m in sent_messages]
+
+
+# -- switching from Starlette's SessionMiddleware (the importers) ----------------------
+
+OLD_SECRET = "the-secret-the-old-app-signed-with"
+
+
+def old_view(request: Request) -> JSONResponse:
+    """The app before the switch: a sync view on request.session, as both libraries allow."""
+    for name, value in request.query_params.items():
+        request.session[name] = value
+    return JSONResponse(dict(request.session))
+
+
+async def new_view(request: Request) -> JSONResponse:
+    """The app after the switch: the session's data and key; ``?logout=1`` flushes it."""
+    session = await request.state.session
+    if request.query_params.get("logout"):
+        await session.flush()
+    return JSONResponse({"data": session.copy(), "key": session.session_key})
+
+
+def new_app(store: Store, *importers: Any, **options: Any) -> Starlette:
+    """Our middleware on ``store``, taking over the old sessions ``importers`` recognise."""
+    return Starlette(
+        routes=[Route("/", new_view)],
+        middleware=[
+            Middleware(
+                SessionMiddleware, secret_key=SECRET, store=store, import_from=importers, **options
+            )
+        ],
+    )
+
+
+async def starlette_cookie(data: dict[str, str], **options: Any) -> str:
+    """A cookie set by Starlette's own SessionMiddleware holding ``data``."""
+    app = Starlette(
+        routes=[Route("/", old_view)],
+        middleware=[Middleware(StarletteSessionMiddleware, secret_key=OLD_SECRET, **options)],
+    )
+    async with client_for(app) as client:
+        response = await client.get("/", params=data)
+    value = response.cookies[options.get("session_cookie", "session")]
+    assert value
+    return value
+
+
+def cookie_header(name: str, value: str) -> dict[str, str]:
+    """Request headers that send only the cookie ``name=value``."""
+    return {"cookie": f"{name}={value}"}
+
+
+def set_cookies(response: httpx.Response) -> list[str]:
+    """Every ``Set-Cookie`` header of the response."""
+    return response.headers.get_list("set-cookie")
+
+
+# -- the README's Python blocks --------------------------------------------------------
+
+BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
+
+
+def python_blocks(path: Path) -> list[tuple[int, str]]:
+    """Each Python block of a Markdown file, with the line it starts on."""
+    text = path.read_text()
+    return [(text.count("\n", 0, m.start()) + 2, m[1]) for m in BLOCK.finditer(text)]
+
+
+def section_source(title: str) -> str:
+    """The Python blocks of one README section (``## title``), as one file."""
+    section = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## )", README.read_text(), re.S | re.M)
+    assert section is not None, f"README.md has no '## {title}' section"
+    blocks = BLOCK.findall(section[1])
+    assert blocks, f"README.md's '## {title}' section has no python block"
+    return "\n\n".join(blocks)

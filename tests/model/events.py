@@ -15,7 +15,7 @@ Faults (faults.py): the contract says a handler runs only after the store call r
 - ``after`` on ``revoke`` / ``revoke_all``: the store method returned its count and fired
   ``revoked`` before the injected lost reply, which the harness raises outside the store
   method (scheduler.gate_store). A lost reply inside a real store raises before that and
-  fires nothing; tests/test_events.py covers a store call that raises.
+  fires nothing; tests/behaviour/test_events.py covers a store call that raises.
 - A store's own error that wins over an ``after`` fault (the record was gone): the step
   is as without the fault, and so are its events (``expired``).
 """

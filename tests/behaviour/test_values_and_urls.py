@@ -3,7 +3,7 @@
 8. a NUL character in a key or the owner answers 503 on PostgreSQL, and works elsewhere
 10. ``OrderedDict``, ``Counter`` and ``defaultdict`` values with non-``str`` keys are
     stored with stringified keys (colliding keys lose a value)
-11. ``redis://host/sessions`` means database 0 (in test_redis_urls.py)
+11. ``redis://host/sessions`` means database 0 (in tests/stores/test_redis_urls.py)
 12. on a Redis Cluster the cookies of one owner share a slot tag (documented, kept)
 """
 

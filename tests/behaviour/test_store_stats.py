@@ -13,8 +13,15 @@ from asgi_sessions.stores.cookie import CookieStore
 from asgi_sessions.stores.postgres import PostgresStore
 from asgi_sessions.stores.sqlite import SQLiteStore
 from tests.clock import FakeClock
-from tests.support import client_for, encoded, session_write
-from tests.test_importers import OLD_SECRET, cookie_header, new_app, starlette_cookie
+from tests.support import (
+    OLD_SECRET,
+    client_for,
+    cookie_header,
+    encoded,
+    new_app,
+    session_write,
+    starlette_cookie,
+)
 
 
 async def seed(store: Store, clock: FakeClock, *, live: list[str | None], dying: int) -> None:

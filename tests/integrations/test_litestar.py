@@ -19,7 +19,7 @@ from litestar.testing import TestClient
 
 from asgi_sessions import ImproperlyConfigured, MemoryStore, SessionMiddleware, SQLiteStore
 from asgi_sessions.litestar import provide_session
-from tests.test_docs import section_source
+from tests.support import section_source
 
 SessionOf = Callable[[Request[Any, Any, Any]], Awaitable[dict[str, Any]]]
 

@@ -11,7 +11,6 @@ Each quickstart also runs on its own, as a reader copies it: its blocks alone in
 from __future__ import annotations
 
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -21,24 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+from tests.support import README, ROOT, python_blocks, section_source
+
 DOCS = [README, *sorted((ROOT / "docs").glob("*.md"))]
-BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
-
-
-def python_blocks(path: Path) -> list[tuple[int, str]]:
-    text = path.read_text()
-    return [(text.count("\n", 0, m.start()) + 2, m[1]) for m in BLOCK.finditer(text)]
-
-
-def section_source(title: str) -> str:
-    """The Python blocks of one README section (``## title``), as one file."""
-    section = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## )", README.read_text(), re.S | re.M)
-    assert section is not None, f"README.md has no '## {title}' section"
-    blocks = BLOCK.findall(section[1])
-    assert blocks, f"README.md's '## {title}' section has no python block"
-    return "\n\n".join(blocks)
 
 
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)

@@ -2,8 +2,8 @@
 promoted replica, with no restart of the app and no acknowledged write lost.
 
 Each test has a topology of its own (quick failure detection) and runs once; the driver
-is ``bench/failover.py``, which ``python -m bench cluster`` also uses to report the
-windows.
+is ``bench/suites/cluster.py``'s, which ``python -m bench cluster`` also uses to report
+the windows.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from redis.crc import key_slot
 
 from asgi_sessions import store_from_url
 from asgi_sessions.stores.redis import RedisStore
-from bench.failover import FailoverRun, failover_app, run_failover
+from bench.suites.cluster import FailoverRun, failover_app, run_failover
 from tests.redis_cluster import RedisClusterSet, RedisSentinelSet
 
 

@@ -336,7 +336,7 @@ asyncio.run(main())
 
 
 def test_a_global_sdk_set_up_after_the_app_was_built_is_picked_up() -> None:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run(
         [sys.executable, "-c", LATE_SDK], capture_output=True, text=True, check=True, cwd=root
     ).stdout

@@ -21,7 +21,7 @@ from asgi_sessions.cli import main
 from asgi_sessions.devices import encode_device
 from tests.support import encoded, session_write
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # main() runs its own event loop with asyncio.run, so the tests call it on a worker
 # thread: the test's loop (or one another plugin left running) stays out of its way.
@@ -55,7 +55,7 @@ async def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A store URL holding two live sessions of "ann" and two expired ones.
 
     (On a Redis Cluster a session's key is minted by the store, so the cluster's CLI test
-    seeds its own: tests/test_redis_topologies.py.)"""
+    seeds its own: tests/stores/test_redis_topologies.py.)"""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'sessions.sqlite3'}"
     elif request.param.startswith("redis"):

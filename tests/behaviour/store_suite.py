@@ -4,13 +4,13 @@ Run from a checkout or an unpacked sdist of asgi-server-sessions (``tests/`` is 
 wheel), with your store importable and a module of yours that defines a ``session_store``
 fixture::
 
-    python -m pytest tests/store_suite.py -p my_store_fixture
+    python -m pytest tests/behaviour/store_suite.py -p my_store_fixture
 
 Every test of the shared modules below that takes the ``store`` fixture (and no other store
 fixture) runs here, the functions themselves, not copies, with ``store`` taken from your
 ``session_store``. The name does not match ``test_*.py``, so the project's own runs skip
-this file; ``tests/test_custom_store.py`` runs the same collection against the guide's
-example store, and runs the command above in a subprocess.
+this file; ``tests/stores/test_custom_store.py`` runs the same collection against the
+guide's example store, and runs the command above in a subprocess.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from asgi_sessions import Store
-from tests import test_session_api, test_stores, test_write_policy
+from tests.behaviour import test_session_api, test_stores, test_write_policy
 
 __all__ = ["SHARED", "shared_tests", "store"]
 

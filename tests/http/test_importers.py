@@ -17,7 +17,6 @@ import pytest
 import redis.asyncio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware as StarletteSessionMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -29,56 +28,17 @@ from asgi_sessions import FromStarlette, FromStarsessions, SessionMiddleware, St
 from asgi_sessions.errors import SessionStoreError
 from asgi_sessions.importers import IMPORT_WINDOW
 from tests.clock import FakeClock
-from tests.support import SECRET, client_for
-
-OLD_SECRET = "the-secret-the-old-app-signed-with"
-
-
-def old_view(request: Request) -> JSONResponse:
-    """The app before the switch: a sync view on request.session, as both libraries allow."""
-    for name, value in request.query_params.items():
-        request.session[name] = value
-    return JSONResponse(dict(request.session))
-
-
-async def new_view(request: Request) -> JSONResponse:
-    session = await request.state.session
-    if request.query_params.get("logout"):
-        await session.flush()
-    return JSONResponse({"data": session.copy(), "key": session.session_key})
-
-
-def new_app(store: Store, *importers: Any, **options: Any) -> Starlette:
-    return Starlette(
-        routes=[Route("/", new_view)],
-        middleware=[
-            Middleware(
-                SessionMiddleware, secret_key=SECRET, store=store, import_from=importers, **options
-            )
-        ],
-    )
-
-
-async def starlette_cookie(data: dict[str, str], **options: Any) -> str:
-    """A cookie set by Starlette's own SessionMiddleware holding ``data``."""
-    app = Starlette(
-        routes=[Route("/", old_view)],
-        middleware=[Middleware(StarletteSessionMiddleware, secret_key=OLD_SECRET, **options)],
-    )
-    async with client_for(app) as client:
-        response = await client.get("/", params=data)
-    value = response.cookies[options.get("session_cookie", "session")]
-    assert value
-    return value
-
-
-def cookie_header(name: str, value: str) -> dict[str, str]:
-    return {"cookie": f"{name}={value}"}
-
-
-def set_cookies(response: httpx.Response) -> list[str]:
-    return response.headers.get_list("set-cookie")
-
+from tests.support import (
+    OLD_SECRET,
+    SECRET,
+    client_for,
+    cookie_header,
+    new_app,
+    new_view,
+    old_view,
+    set_cookies,
+    starlette_cookie,
+)
 
 # -- from Starlette -------------------------------------------------------------------
 

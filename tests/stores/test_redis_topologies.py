@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -30,7 +28,7 @@ from asgi_sessions.stores.base import SessionWrite, hash_key, public_id_for
 from asgi_sessions.stores.redis import RedisStore
 from asgi_sessions.stores.redis_layout import tag_of
 from tests.clock import FakeClock
-from tests.redis_cluster import RedisClusterSet, RedisSentinelSet, Server
+from tests.redis_cluster import RedisClusterSet, RedisSentinelSet, cluster_replica, frozen
 from tests.support import app_with, client_for, cookie_value, sent
 
 
@@ -404,23 +402,6 @@ async def test_requests_cost_the_same_round_trips_on_every_topology_but_a_cluste
 # -- replication ------------------------------------------------------------------------
 
 
-@contextmanager
-def frozen(server: Server) -> Iterator[None]:
-    """The replica stops (SIGSTOP), as one stuck on a slow disk or cut off would."""
-    assert server.process is not None
-    os.kill(server.process.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(server.process.pid, signal.SIGCONT)
-
-
-def _cluster_replica(cluster: RedisClusterSet, name: str) -> Server:
-    master = cluster.master_for_slot(key_slot(name.encode()))
-    replica = next(node for node in cluster.nodes() if node.master_id == master.node_id)
-    return cluster.server(replica.port)
-
-
 @pytest.mark.parametrize("topology", ["cluster", "sentinel"])
 async def test_a_write_its_replica_has_not_confirmed_fails_closed(
     topology: str, request: pytest.FixtureRequest, clock: FakeClock
@@ -433,7 +414,7 @@ async def test_a_write_its_replica_has_not_confirmed_fails_closed(
             cookie = sent(cookie_value(await client.get("/put", params={"n": "1"})))
             name = store.layout.name(key_of_cookie(cookie))
             if topology == "cluster":
-                replica = _cluster_replica(request.getfixturevalue("redis_cluster"), name)
+                replica = cluster_replica(request.getfixturevalue("redis_cluster"), name)
             else:
                 topo: RedisSentinelSet = request.getfixturevalue("redis_sentinel")
                 replica = next(s for s in topo.data if s.port != topo.master_port())

@@ -10,8 +10,14 @@ from pathlib import Path
 import pytest
 
 from asgi_sessions import FromStarlette, MemoryStore, SQLiteStore, Store
-from tests.support import client_for
-from tests.test_importers import OLD_SECRET, cookie_header, new_app, set_cookies, starlette_cookie
+from tests.support import (
+    OLD_SECRET,
+    client_for,
+    cookie_header,
+    new_app,
+    set_cookies,
+    starlette_cookie,
+)
 
 BAD_SIGNATURE = "bad signature"
 

@@ -24,7 +24,7 @@ from asgi_sessions.stores.sqlite import SCHEMA_VERSION, SQLiteStore, purge_after
 from tests.clock import FakeClock
 from tests.support import encoded, session_write
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KEY = "k" * 43
 
 

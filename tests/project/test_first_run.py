@@ -63,7 +63,7 @@ def test_a_max_age_that_keeps_nothing_is_logged_pointing_at_none(
     max_age: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Accepted, not refused: Starlette accepts it and its own tests use both values
-    # (tests/test_starlette_dropin.py keeps them passing unchanged).
+    # (tests/http/test_starlette_dropin.py keeps them passing unchanged).
     with caplog.at_level(logging.WARNING, logger="asgi_sessions"):
         SessionMiddleware(
             PlainTextResponse("x"), secret_key="k", store=MemoryStore(), max_age=max_age
@@ -83,7 +83,7 @@ def test_a_positive_or_browser_session_max_age_logs_nothing(
 
 # -- make run: only what the demo needs ----------------------------------------------
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _make_dry_run(*argv: str) -> str:

@@ -40,7 +40,7 @@ from asgi_sessions import Session, SessionStoreError, Store, store_from_url
 from tests.clock import FakeClock
 from tests.support import StoreSpy, app_with, client_for, cookie_value, sent
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

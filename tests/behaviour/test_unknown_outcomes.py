@@ -303,7 +303,7 @@ def test_outcome_unknown_keeps_the_key_out_of_its_message() -> None:
 async def test_a_login_whose_wait_times_out_keeps_the_user_signed_in_or_out_never_locked_out(
     topology: str, request: pytest.FixtureRequest, clock: FakeClock
 ) -> None:
-    from tests.test_redis_topologies import _cluster_replica, frozen
+    from tests.redis_cluster import cluster_replica, frozen
 
     url = request.getfixturevalue(f"redis_{topology}_url")
     async with store_from_url(url, clock=clock, replica_timeout=0.2) as store:
@@ -314,7 +314,7 @@ async def test_a_login_whose_wait_times_out_keeps_the_user_signed_in_or_out_neve
             cookie, old_key = await site.cart()
             name = store.layout.name(old_key)
             if topology == "cluster":
-                replica = _cluster_replica(request.getfixturevalue("redis_cluster"), name)
+                replica = cluster_replica(request.getfixturevalue("redis_cluster"), name)
             else:
                 topo: Any = request.getfixturevalue("redis_sentinel")
                 replica = next(s for s in topo.data if s.port != topo.master_port())

@@ -1,10 +1,10 @@
 """The store in docs/stores.md passes the shared behaviour suite, the way the guide says.
 
 The example is read from the guide at run time (so the guide cannot drift). In process,
-this module collects ``tests/store_suite.py``'s tests with its ``store`` fixture and a
-``session_store`` fixture for the example; one test also runs the guide's own command,
-``python -m pytest tests/store_suite.py -p my_store_fixture``, in a subprocess, as a
-store author outside this project would.
+this module collects ``tests/behaviour/store_suite.py``'s tests with its ``store`` fixture
+and a ``session_store`` fixture for the example; one test also runs the guide's own
+command, ``python -m pytest tests/behaviour/store_suite.py -p my_store_fixture``, in a
+subprocess, as a store author outside this project would.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from asgi_sessions import Store
-from tests import store_suite
+from tests.behaviour import store_suite
 from tests.clock import FakeClock
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "stores.md"
 
 
@@ -59,7 +59,7 @@ def test_the_shared_suite_ran_here() -> None:
 def test_the_guides_command_runs_the_suite_against_the_example(tmp_path: Path) -> None:
     """The guide's plugin module (its store block and its fixture block) and command."""
     (command,) = [line for line in _blocks("sh")[0].splitlines() if "store_suite" in line]
-    assert command == "python -m pytest tests/store_suite.py -p my_store_fixture"
+    assert command == "python -m pytest tests/behaviour/store_suite.py -p my_store_fixture"
     store_block, fixture_block = _blocks("python")[:2]
     (tmp_path / "my_store_fixture.py").write_text(store_block + "\n" + fixture_block)
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
@@ -74,7 +74,7 @@ def test_the_guides_command_runs_the_suite_against_the_example(tmp_path: Path) -
 
 def test_the_suite_says_what_is_missing_without_a_fixture() -> None:
     """Run without ``-p``, each test fails with the one-line fix, not a fixture dump."""
-    argv = [sys.executable, "-m", "pytest", "tests/store_suite.py", "-q", "-x"]
+    argv = [sys.executable, "-m", "pytest", "tests/behaviour/store_suite.py", "-q", "-x"]
     argv += ["-p", "no:cacheprovider", "-k", "test_clear_expired_removes_exactly"]
     result = subprocess.run(
         argv, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False

@@ -7,11 +7,11 @@ writer makes a fixed number of writes, so a busy machine slows the test but cann
 
 from __future__ import annotations
 
-from bench.pg_processes import run
+from bench.suites.postgres import processes
 
 
 def test_four_processes_writing_one_session_at_once_lose_no_write(postgres_url: str) -> None:
-    result = run(postgres_url, processes=4, clients=6, writers=4, each=8)
+    result = processes(postgres_url, processes=4, clients=6, writers=4, each=8)
     assert result.errors == []
     assert result.writes == 6 * 4 * 8
     assert result.lost_writes == 0

@@ -1,0 +1,1 @@
+"""The middleware over HTTP: configuration, cookies, scopes, 503s, importers, load."""

@@ -1,0 +1,1 @@
+"""Hostile clients and keys: forged and shadowed cookies, fuzzing, fixation, old secrets."""

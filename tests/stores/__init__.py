@@ -1,0 +1,1 @@
+"""What only one store does: its tables or keys, topologies, URLs, faults and processes."""
