@@ -6,8 +6,7 @@
 - ``session_app``: an app on the store ``BENCH_STORE_URL`` names (login, write one key,
   logout, read); :func:`run_writers` serves it from several uvicorn processes and drives
   many users with several writers each (``many-clients``, ``postgres --only processes``,
-  ``cluster --figures machines``, and the tests that run those briefly); ``soak`` drives
-  it with a mix of requests.
+  ``cluster --figures machines``, and the tests that run those briefly).
 """
 
 from __future__ import annotations
@@ -252,7 +251,7 @@ def make_session_app(
             await asyncio.sleep(purge_every)
             try:
                 await store.clear_expired()
-            except Exception as exc:  # keep purging; the soak counts errors
+            except Exception as exc:  # keep purging
                 print(f"clear_expired failed: {exc}", file=sys.stderr, flush=True)
 
     @contextlib.asynccontextmanager

@@ -16,8 +16,8 @@ SUITES = {
     "rolling": "bench.suites.rolling",
     "devices": "bench.suites.devices",
     "nested": "bench.suites.nested",
+    "contention": "bench.suites.contention",
     "many-clients": "bench.suites.many_clients",
-    "soak": "bench.suites.soak",
     "observability": "bench.suites.observability",
     "profile": "bench.suites.profile",
 }
@@ -35,7 +35,7 @@ FULL: list[list[str]] = [
     ["rolling"],
     ["devices"],
     ["nested"],
+    ["contention"],
     ["observability"],
     ["many-clients"],
-    ["soak", "--minutes", "1", "--every", "15"],
 ]

@@ -1,9 +1,10 @@
 """The benchmark harness runs end to end, so it cannot rot between full runs.
 
 A quick run on memory only (no server): the in-process suite (with the chart), and the
-rolling, nested, observability, devices and sqlite-workers suites, through ``python -m
-bench``'s own entry point; and the PostgreSQL suites, briefly, on a real server. Figures
-are not checked: performance is measured in benchmarks, never asserted in tests.
+rolling, nested, contention, observability, devices and sqlite-workers suites, through
+``python -m bench``'s own entry point; and the PostgreSQL suites, briefly, on a real
+server. Figures are not checked: performance is measured in benchmarks, never asserted in
+tests (what a run kept is: every append, and the control's losses).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ MEMORY_ONLY = "bare,starlette,starsessions-memory,ours-memory,ours-cookie"
         ["inprocess", "--only", MEMORY_ONLY, "--rounds", "2", "--per-round", "5"],
         ["rolling", "--sessions", "3", "--minutes", "2"],
         ["nested", "--rounds", "2", "--requests", "5"],
+        ["contention", "--stores", "memory,sqlite", "--rounds", "2", "--saves", "8"],
         ["observability", "--rounds", "2", "--per-round", "5"],
         ["devices", "--rounds", "2", "--requests", "5"],
         ["sqlite-workers", "--seconds", "0.3", "--clients", "8"],
@@ -53,6 +55,32 @@ def test_a_quick_postgres_run_writes_every_figure(
     assert "FAILED" not in report
     data = json.loads((tmp_path / "postgres.json").read_text())
     assert set(data) >= {"latency", "concurrency", "scale", "purge", "processes"}
+
+
+def test_the_contention_suite_keeps_every_append_and_its_control_loses_items(
+    tmp_path: Path,
+) -> None:
+    argv = ["contention", "--stores", "memory", "--writers", "2,8", "--rounds", "1"]
+    assert main(["--quick", "--services", "none", "--out", str(tmp_path), *argv]) == 0
+    data = json.loads((tmp_path / "contention.json").read_text())
+    assert data["appends_kept"] and data["control_lost"]
+    for n, cell in data["stores"]["memory"].items():
+        assert cell["append"]["worst_kept"] == int(n) and cell["append"]["bad_batches"] == 0
+        assert cell["reassign"]["worst_kept"] < int(n)
+        assert cell["plain"]["kept"] == cell["plain"]["batches"]
+    assert "| 8 | append | 8/8 |" in (tmp_path / "contention.md").read_text()
+
+
+def test_the_contention_suite_counts_round_trips_on_postgres(
+    postgres_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POSTGRES_URL", postgres_server)
+    argv = ["contention", "--stores", "postgres", "--writers", "2", "--rounds", "1",
+            "--saves", "2", "--count-batches", "1"]  # fmt: skip
+    assert main(["--quick", "--out", str(tmp_path), *argv]) == 0
+    cells = json.loads((tmp_path / "contention.json").read_text())["stores"]["postgres"]["2"]
+    assert cells["append"]["worst_kept"] == 2
+    assert all(cell["round_trips"] > 0 for cell in cells.values())  # the relay pass ran
 
 
 def test_the_latency_suite_puts_postgres_behind_the_delay_and_reports_round_trips(
