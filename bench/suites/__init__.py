@@ -8,6 +8,7 @@ from __future__ import annotations
 
 SUITES = {
     "inprocess": "bench.suites.inprocess",
+    "instructions": "bench.suites.instructions",
     "http": "bench.suites.http",
     "latency": "bench.suites.latency",
     "cluster": "bench.suites.cluster",
@@ -27,6 +28,7 @@ SUITES = {
 # (about a minute instead of ten).
 FULL: list[list[str]] = [
     ["inprocess"],
+    ["instructions"],
     ["http"],
     ["latency"],
     ["cluster"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import statistics
 import time
@@ -66,6 +67,7 @@ SWEEP_CASES = [
         ("starsessions-redis", ()),
     )
 ]
+BLOCKS = 4  # slices of a cell per round (see measure())
 BASIS_RULE = (
     "Each goal is judged on the steadier basis of the two: the one whose per-round ratios "
     "(ours over the floor) spread less, relative spread (p90 - p10) / median, the median "
@@ -117,8 +119,9 @@ async def measure(
     per_round: int,
     meter: RedisMeter | None,
     skipped: dict[str, str],
+    blocks: int,
 ) -> Run:
-    """Every configuration's cells, round by round (A B C ..., A B C ...)."""
+    """Every configuration's cells, round by round, endpoint by endpoint, in slices."""
     built: dict[str, Built] = {}
     try:
         for config in configs:
@@ -133,39 +136,44 @@ async def measure(
                     raise RuntimeError(f"{config.name}: /{endpoint} answered {reply.status}")
         configs = [c for c in configs if c.name in built]
         run = Run()
+        size = per_round // blocks
         for number in range(-1, rounds):  # round -1 warms up: imports, connections, caches
             load_start, started = os.getloadavg(), time.monotonic()
-            for config in configs:  # drift hits every configuration alike
-                b = built[config.name]
-                metered = meter if config.needs_redis else None
-                for endpoint in config.endpoints:
-                    server_start = await metered.start() if metered else 0.0
-                    wall, cpu = await timed(b.app, f"/{endpoint}", b.cookie, per_round)
-                    server, commands = await metered.stop(server_start) if metered else (0, {})
-                    if number < 0:
+            # Endpoint by endpoint, each cell's requests in `blocks` slices taken in turn
+            # (A B C A B C ...), the order rotated every round: this machine's speed
+            # swings in phases of seconds, and a ratio is only as good as how close in
+            # time its two cells ran.
+            order = configs[number % len(configs) :] + configs[: number % len(configs)]
+            for endpoint in ENDPOINTS:
+                cell: dict[str, tuple[list[float], list[float], list[float]]] = {}
+                for _, config in itertools.product(range(blocks), order):
+                    if endpoint not in config.endpoints:
                         continue
-                    for into, value in ((run.wall, wall), (run.cpu, cpu)):
-                        into.setdefault(config.name, {}).setdefault(endpoint, []).append(
-                            statistics.median(value)
-                        )
+                    b, metered = built[config.name], meter if config.needs_redis else None
+                    server_start = await metered.start() if metered else 0.0
+                    w, c = await timed(b.app, f"/{endpoint}", b.cookie, size)
+                    wall, cpu, server = cell.setdefault(config.name, ([], [], []))
+                    wall += w
+                    cpu += c
                     if metered:
-                        cell = run.server.setdefault(config.name, {})
-                        cell.setdefault(endpoint, []).append(server / per_round)
+                        used, commands = await metered.stop(server_start)
+                        server.append(used / (size * blocks))  # this slice's share
                         total = run.commands.setdefault(config.name, {}).setdefault(endpoint, {})
-                        for name, figures in commands.items():
-                            into_command = total.setdefault(name, {"calls": 0, "usec": 0})
-                            for key in ("calls", "usec"):
-                                into_command[key] += figures[key]
+                        for name, figures in commands.items() if number >= 0 else ():
+                            into = total.setdefault(name, {"calls": 0, "usec": 0})
+                            into["calls"] += figures["calls"]
+                            into["usec"] += figures["usec"]
+                for name, (wall, cpu, server) in cell.items() if number >= 0 else ():
+                    for into, figures in ((run.wall, wall), (run.cpu, cpu)):
+                        into.setdefault(name, {}).setdefault(endpoint, []).append(
+                            statistics.median(figures)
+                        )
+                    if server:
+                        run.server.setdefault(name, {}).setdefault(endpoint, []).append(sum(server))
             if number >= 0:
-                run.rounds.append(
-                    {
-                        "round": number + 1,
-                        "order": [c.name for c in configs],
-                        "load_start": load_start,
-                        "load_end": os.getloadavg(),
-                        "seconds": round(time.monotonic() - started, 3),
-                    }
-                )
+                seconds, names = round(time.monotonic() - started, 3), [c.name for c in order]
+                kept = dict(order=names, blocks=blocks, load_start=load_start, seconds=seconds)
+                run.rounds.append({"round": number + 1, **kept, "load_end": os.getloadavg()})
             log(f"  round {number + 1}/{rounds} (load {os.getloadavg()[0]:.2f})")
         return run
     finally:
@@ -289,7 +297,8 @@ def load_line(runs: list[Run]) -> str:
 
 
 def run(ctx: Context, args: argparse.Namespace) -> Section:
-    rounds, per_round, repeats = args.rounds, args.per_round, args.runs
+    rounds, repeats = args.rounds, args.runs
+    per_round = max(BLOCKS, args.per_round - args.per_round % BLOCKS)
     configs = [*CONFIGS, *([] if args.no_sweep else SWEEP)]
     configs = [c for c in configs if not args.only or c.name in args.only.split(",")]
     skipped: dict[str, str] = {}
@@ -316,7 +325,7 @@ def run(ctx: Context, args: argparse.Namespace) -> Section:
             for number in range(repeats):
                 log(f"  run {number + 1}/{repeats}")
                 cost = await meter.calibrate() if meter else None
-                out.append(await measure(configs, env, rounds, per_round, meter, skipped))
+                out.append(await measure(configs, env, rounds, per_round, meter, skipped, BLOCKS))
                 out[-1].meter_cost_us = cost
             return out
         finally:
@@ -341,7 +350,9 @@ def run(ctx: Context, args: argparse.Namespace) -> Section:
     ]
     lines = [
         f"{repeats} runs in a row x {rounds} interleaved rounds x {per_round} requests per "
-        "cell; a cell's figure per round is the median of its requests. " + load_line(runs),
+        f"cell, endpoint by endpoint, each cell in {BLOCKS} slices taken in turn with the "
+        "other cells' (A B C A B C ...), the order rotated every round; a cell's figure per "
+        "round is the median of its requests. " + load_line(runs),
         "",
         *cells(runs, [c for c in configs if c not in SWEEP]),
         "",

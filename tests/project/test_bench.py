@@ -2,19 +2,22 @@
 
 A quick run on memory only (no server): the in-process suite (with the chart), and the
 rolling, nested, contention, observability, devices and sqlite-workers suites, through
-``python -m bench``'s own entry point; and the PostgreSQL suites, briefly, on a real
-server. Figures are not checked: performance is measured in benchmarks, never asserted in
-tests (what a run kept is: every append, and the control's losses).
+``python -m bench``'s own entry point; the instructions suite on two cells (valgrind); and
+the PostgreSQL suites, briefly, on a real server. Figures are not checked: performance is
+measured in benchmarks, never asserted in tests (what a run kept is: every append, and the
+control's losses).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from bench.__main__ import main
+from tests.unavailable import unavailable
 
 MEMORY_ONLY = "bare,starlette,starsessions-memory,ours-memory,ours-cookie"
 
@@ -41,6 +44,20 @@ def test_a_quick_memory_only_run_writes_its_results(
     assert report["command"].startswith("python -m bench --quick")
     assert "Skipped" not in (tmp_path / f"{name}.md").read_text()
     assert f"`{report['command']}`" in capsys.readouterr().out
+
+
+def test_the_instructions_suite_counts_each_cell_and_its_ratio(tmp_path: Path) -> None:
+    # valgrind is CI's (.ci/run installs it): missing there is a failure, here a skip.
+    if shutil.which("valgrind") is None:
+        unavailable("valgrind is not installed (Debian: apt-get install valgrind)")
+    argv = ["instructions", "--only", "bare/read,ours-memory/read"]
+    assert main(["--quick", "--services", "none", "--out", str(tmp_path), *argv]) == 0
+    cells = json.loads((tmp_path / "instructions.json").read_text())["cells"]
+    assert set(cells) == {"bare/read", "ours-memory/read"}
+    assert all(cell["per_request"] > 0 for cell in cells.values())
+    assert cells["ours-memory/read"]["ratio"] > 0  # against bare/read, so not nan
+    assert cells["ours-memory/read"]["verdict"].endswith("(instructions)")
+    assert "| `ours-memory/read` |" in (tmp_path / "instructions.md").read_text()
 
 
 def test_a_quick_postgres_run_writes_every_figure(
@@ -132,9 +149,12 @@ def test_the_in_process_run_reports_cpu_the_basis_runs_and_each_rounds_load(
     assert len(report["runs"]) == 2
     for run in report["runs"]:
         assert [r["round"] for r in run["rounds"]] == [1, 2]
-        for number in run["rounds"]:
-            assert number["order"] == MEMORY_ONLY.split(",")
-            assert len(number["load_start"]) == len(number["load_end"]) == 3
+        names = MEMORY_ONLY.split(",")
+        for number, kept in enumerate(run["rounds"]):
+            # Every configuration each round, the order rotated one place a round.
+            assert kept["order"] == names[number:] + names[:number]
+            assert kept["blocks"] >= 2  # each cell in slices taken in turn
+            assert len(kept["load_start"]) == len(kept["load_end"]) == 3
         assert set(run["samples_cpu_us"]) == set(run["samples_us"]) == set(MEMORY_ONLY.split(","))
     judged = [row for row in report["ratios"] if row["met"] is not None]
     assert judged
