@@ -58,7 +58,7 @@ test: lint ## Lint, then the whole test suite with branch coverage (starts its o
 wheel-check: $(STAMP) ## Build sdist and wheel, twine check, run the README quickstarts on the installed wheel
 	$(PY) .ci/wheel_check.py
 
-bench: $(STAMP) ## The full benchmark run (12-25 min): bench/RESULTS.md, bench/results/, README table
+bench: $(STAMP) ## The full benchmark run (15-30 min): bench/RESULTS.md, bench/results/, README table
 	$(PY) -m bench
 
 bench-quick: $(STAMP) ## Every benchmark suite, briefly (a smoke run; commits nothing)
