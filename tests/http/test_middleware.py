@@ -377,7 +377,9 @@ def test_the_verified_cookie_cache_is_bounded_oldest_first() -> None:
     assert [cache.get(v) for v in ("a", "b", "c")] == [None, "2", "3"]
 
 
-async def test_a_returning_cookie_skips_the_hmac_and_a_forged_one_is_never_remembered() -> None:
+def set_and_read_app() -> SessionMiddleware:
+    """``/set`` stores ``user=alice``, ``/read`` answers the session, on a MemoryStore."""
+
     async def set_view(request: Request) -> JSONResponse:
         session = await request.state.session
         session["user"] = "alice"
@@ -387,7 +389,11 @@ async def test_a_returning_cookie_skips_the_hmac_and_a_forged_one_is_never_remem
         return JSONResponse(dict(await request.state.session))
 
     inner = Starlette(routes=[Route("/set", set_view), Route("/read", read_view)])
-    middleware = SessionMiddleware(inner, secret_key=SECRET, store=MemoryStore())
+    return SessionMiddleware(inner, secret_key=SECRET, store=MemoryStore())
+
+
+async def test_a_returning_cookie_skips_the_hmac_and_a_forged_one_is_never_remembered() -> None:
+    middleware = set_and_read_app()
     verified = middleware.config.verified
     assert verified is not None
     verify = Signer.verify
@@ -412,16 +418,7 @@ async def test_a_remembered_cookie_header_resolves_as_parsing_it_would() -> None
     first validly signed duplicate, also behind a forged one; a forged-only header is never
     remembered."""
 
-    async def set_view(request: Request) -> JSONResponse:
-        session = await request.state.session
-        session["user"] = "alice"
-        return JSONResponse(dict(session))
-
-    async def read_view(request: Request) -> JSONResponse:
-        return JSONResponse(dict(await request.state.session))
-
-    inner = Starlette(routes=[Route("/set", set_view), Route("/read", read_view)])
-    middleware = SessionMiddleware(inner, secret_key=SECRET, store=MemoryStore())
+    middleware = set_and_read_app()
     verified = middleware.config.verified
     assert verified is not None
     async with client_for(middleware) as client:

@@ -11,13 +11,11 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
 import redis
-from redis.asyncio.connection import AbstractConnection
 from redis.crc import key_slot
 from starlette.requests import Request
 
@@ -27,6 +25,7 @@ from asgi_sessions.errors import ImproperlyConfigured, SessionInterrupted
 from asgi_sessions.stores.base import SessionWrite, hash_key, public_id_for
 from asgi_sessions.stores.redis import RedisStore
 from asgi_sessions.stores.redis_layout import tag_of
+from bench.suites.cluster import counting as round_trips  # one counter for bench and tests
 from tests.clock import FakeClock
 from tests.redis_cluster import RedisClusterSet, RedisSentinelSet, cluster_replica, frozen
 from tests.support import app_with, client_for, cookie_value, sent
@@ -349,23 +348,6 @@ async def test_every_process_finds_the_same_slot_key_even_after_a_flushall(
 
 
 # -- round trips ----------------------------------------------------------------------
-
-
-@contextmanager
-def round_trips() -> Iterator[list[int]]:
-    """Counts the writes of commands to any Redis socket: one per command or pipeline."""
-    count = [0]
-    original = AbstractConnection.send_packed_command
-
-    async def counted(self: AbstractConnection, *args: Any, **kwargs: Any) -> None:
-        count[0] += 1
-        await original(self, *args, **kwargs)
-
-    AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
-    try:
-        yield count
-    finally:
-        AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
 
 
 async def test_requests_cost_the_same_round_trips_on_every_topology_but_a_cluster_login(
