@@ -19,6 +19,7 @@ for any TCP protocol without a wrapped client.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -56,7 +57,7 @@ class Relay:
         def upstream() -> None:
             # One burst at a time: a request/reply protocol has one in flight, so holding
             # the next recv back until this burst is sent delays nothing else.
-            try:
+            with contextlib.suppress(OSError):
                 while data := client.recv(1 << 16):
                     due = time.perf_counter() + self.delay
                     if replied[0]:
@@ -67,18 +68,14 @@ class Relay:
                         time.sleep(wait)  # clock_nanosleep: microsecond resolution
                     server.sendall(data)
                 server.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
 
         thread = threading.Thread(target=upstream, daemon=True)
         thread.start()
-        try:
+        with contextlib.suppress(OSError):
             while data := server.recv(1 << 16):
                 replied[0] = True
                 client.sendall(data)
             client.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
         thread.join()
         client.close()
         server.close()

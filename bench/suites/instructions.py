@@ -121,11 +121,13 @@ def run(ctx: Context, args: argparse.Namespace) -> Section:
     rows, figures = [], {}
     for cell in cells:
         e, mine, goals = cell.split("/")[1], ratios[cell], GOALS.get(cell, ())
-        limits = [g.limit * ratios.get(f"{g.peer}/{e}", nan) if g.peer else g.limit for g in goals]
+        peers = {g.peer: ratios.get(f"{g.peer}/{e}", nan) for g in goals if g.peer}
+        limits = [g.limit * peers[g.peer] if g.peer else g.limit for g in goals]
         met = all(mine <= x for x in limits)  # a missing floor or peer: nan, and not met
         verdict = ("PASS" if met else "MISS") + " (instructions)" if goals else "info"
         figures[cell] = dict(low_high=ir[cell], per_request=per[cell], ratio=mine, verdict=verdict)
-        shown = [f"`{cell}`", f"{per[cell] / 1000:,.1f}", f"`{floors[cell]}`", f"{mine:.2f}x"]
+        vs = "".join(f" ({mine / r:.2f}x `{p}`)" for p, r in peers.items())  # what it judges
+        shown = [f"`{cell}`", f"{per[cell] / 1000:,.1f}", f"`{floors[cell]}`", f"{mine:.2f}x{vs}"]
         shown.append(" and ".join(g.text("≤") for g in goals) or "-")
         rows.append([*shown, verdict if met else f"**{verdict}**"])
     head = ["cell", "k instructions / request:", "against", "ratio:", "goal", "verdict"]
