@@ -9,7 +9,7 @@ name the first whose signature verifies wins.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -65,8 +65,12 @@ def split_pending(key: str) -> tuple[str, str | None]:
     return (new_key, old_key) if pair else (key, None)
 
 
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def _b64(digest: bytes) -> bytes:
-    return base64.urlsafe_b64encode(digest).rstrip(b"=")
+    # base64.urlsafe_b64encode, minus its two Python layers: this runs on every signature.
+    return binascii.b2a_base64(digest, newline=False).translate(_TO_URLSAFE).rstrip(b"=")
 
 
 def _keyed_sha256(key: bytes) -> tuple[Any, Any]:
