@@ -229,12 +229,13 @@ class CookieStore(Store):
         expires_at = resolve_expires_at(
             change.expiry, change.now, change.default_expires_at, change.expires_cap
         )
-        if not change.full_data:
+        full = change.full_data
+        # The session is a dict: its items copied in C, not read key by key through its
+        # own methods (dict() and dict.copy() would: it overrides __iter__ and keys()).
+        data = dict(dict.items(full)) if isinstance(full, dict) else dict(full)
+        if not data:
             return Saved("", False, expires_at, change.expiry)
-        document = {
-            "d": dict(change.full_data),
-            "m": {"c": change.created_at, "x": change.expiry, "o": change.owner},
-        }
+        document = {"d": data, "m": {"c": change.created_at, "x": change.expiry, "o": change.owner}}
         try:
             text = _encode_json(document)
         except (TypeError, ValueError) as exc:
