@@ -22,6 +22,8 @@ __all__ = [
     "CookieSettings",
     "Signer",
     "VerifiedCookies",
+    "b64url_decode",
+    "b64url_encode",
     "cookie_header",
     "cookie_values",
     "pending_pair",
@@ -65,12 +67,22 @@ def split_pending(key: str) -> tuple[str, str | None]:
     return (new_key, old_key) if pair else (key, None)
 
 
+# base64's urlsafe_* functions, minus their two Python layers each way: these run on every
+# signature, and on every load and save of the cookie store.
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
-def _b64(digest: bytes) -> bytes:
-    # base64.urlsafe_b64encode, minus its two Python layers: this runs on every signature.
-    return binascii.b2a_base64(digest, newline=False).translate(_TO_URLSAFE).rstrip(b"=")
+def b64url_encode(raw: bytes) -> bytes:
+    """Unpadded base64url, as ``base64.urlsafe_b64encode(raw).rstrip(b"=")``."""
+    return binascii.b2a_base64(raw, newline=False).translate(_TO_URLSAFE).rstrip(b"=")
+
+
+def b64url_decode(text: str) -> bytes:
+    """The bytes of unpadded base64url text; not strict, as ``base64.urlsafe_b64decode``
+    (only signed values reach it). Raises ``ValueError`` on what cannot be decoded."""
+    encoded = text.encode("ascii").translate(_FROM_URLSAFE)
+    return binascii.a2b_base64(encoded + b"=" * (-len(encoded) % 4))
 
 
 def _keyed_sha256(key: bytes) -> tuple[Any, Any]:
@@ -115,7 +127,7 @@ class Signer:
         digest.update(payload)
         mac = outer.copy()
         mac.update(digest.digest())
-        return _b64(mac.digest())
+        return b64url_encode(mac.digest())
 
     def sign(self, value: str) -> str:
         """``value.signature``."""

@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
-from .cookies import Signer, cookie_values
+from .cookies import Signer, b64url_encode, cookie_values
 from .errors import KeyCollision, MissingDependency, SessionStoreError
 from .serializers import Serializer
 from .stores.base import SessionWrite, Store, StoredSession
@@ -327,7 +327,7 @@ def derived_key(secret: bytes, purpose: str, token: str) -> str:
     carrying it, unguessable without our secret, and marked as derived (see
     :func:`is_derived`)."""
     digest = hmac.new(secret, f"{purpose}\x00{token}".encode(), hashlib.sha256).digest()
-    key = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    key = b64url_encode(digest).decode()
     if key[0] == "-":
         key = "_" + key[1:]  # a shell would take `show URL -...` for an option
     return key + DERIVED_KEY_MARK

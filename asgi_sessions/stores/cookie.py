@@ -21,17 +21,16 @@ the cookie's length says nothing about how well its contents compress.
 from __future__ import annotations
 
 import binascii
-import json
 import os
 import time
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..cookies import Signer
+from ..cookies import Signer, b64url_decode, b64url_encode
 from ..errors import ImproperlyConfigured, MissingDependency, StoreCapabilityError
 from ..events import read_found_expired
 from ..expiry import resolve_expires_at
-from ..serializers import compact_json_encoder
+from ..serializers import JSONSerializer, compact_json_encoder
 from .base import Clock, Saved, SessionWrite, Store, StoredSession, StoreStats
 
 if TYPE_CHECKING:
@@ -54,10 +53,9 @@ _MIN_COMPRESSIBLE = 512
 _ZLIB_LEVEL = 6
 
 _encode_json = compact_json_encoder()
-_scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
-# base64's urlsafe_* functions, minus their Python layers (two calls each way).
-_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
-_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+# Compact JSON as the store writes it: the C scanner, without JSONDecoder.decode's two
+# whitespace passes (a body we signed has none around it).
+_decode_json = JSONSerializer().loads
 
 # What decoding a signed body can raise when it is not one this version can read.
 _UNREADABLE = (
@@ -72,25 +70,7 @@ _UNREADABLE = (
 
 
 def _b64encode(raw: bytes) -> str:
-    return binascii.b2a_base64(raw, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode()
-
-
-def _b64decode(text: str) -> bytes:
-    # Not strict, as base64.urlsafe_b64decode: only signed bodies get here.
-    encoded = text.encode("ascii").translate(_FROM_URLSAFE)
-    return binascii.a2b_base64(encoded + b"=" * (-len(encoded) % 4))
-
-
-def _decode_json(text: str) -> Any:
-    """Compact JSON as the store writes it (the C scanner, without JSONDecoder.decode's
-    two whitespace passes: a body we signed has no whitespace around it)."""
-    try:
-        value, end = _scan_json(text, 0)
-    except StopIteration:
-        raise ValueError("the session cookie's body is not JSON") from None
-    if end != len(text):
-        raise ValueError("extra data after the session cookie's JSON")
-    return value
+    return b64url_encode(raw).decode()
 
 
 class CookieStore(Store):
@@ -294,7 +274,7 @@ class CookieStore(Store):
         return "j" + _b64encode(raw)
 
     def _open(self, body: str) -> bytes:
-        kind, encoded = body[:1], _b64decode(body[1:])
+        kind, encoded = body[:1], b64url_decode(body[1:])
         if kind == "j":
             return encoded
         if kind == "z":
